@@ -1,0 +1,262 @@
+//! The per-request context every policy works through. It reads each host value (header, property, clock)
+//! at most once per request and keeps its cache coherent with the edits policies make, so a chain of
+//! policies costs no more host calls than its most demanding member.
+
+use crate::host::Host;
+use crate::props;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A host value read lazily: `None` = not asked yet.
+type Lazy<T> = Option<T>;
+
+pub struct Exchange {
+    host: Box<dyn Host>,
+    /// Request headers read so far (lower-case name → first value, `None` when absent).
+    request_headers: Vec<(String, Option<String>)>,
+    peer_ip: Lazy<Option<IpAddr>>,
+    client_ip: Option<IpAddr>,
+    route_id: Lazy<Option<String>>,
+    request_id: Lazy<Option<String>>,
+    now: Lazy<Duration>,
+}
+
+impl Exchange {
+    pub fn new(host: Box<dyn Host>) -> Self {
+        Exchange {
+            host,
+            request_headers: Vec::new(),
+            peer_ip: None,
+            client_ip: None,
+            route_id: None,
+            request_id: None,
+            now: None,
+        }
+    }
+
+    /// Direct host access, for what the exchange does not cache (bodies, shared data, properties).
+    pub fn host(&mut self) -> &mut dyn Host {
+        self.host.as_mut()
+    }
+
+    /// Host time, read once per callback: the adapter calls [`Exchange::new_callback`] between callbacks.
+    pub fn now(&mut self) -> Duration {
+        *self.now.get_or_insert_with(|| self.host.now())
+    }
+
+    /// Microseconds since the Unix epoch (the unit of shared-data expiries).
+    pub fn now_us(&mut self) -> u64 {
+        u64::try_from(self.now().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Forgets values that may change between callbacks (the clock).
+    pub fn new_callback(&mut self) {
+        self.now = None;
+    }
+
+    /// First value of a request header; `name` is compared case-insensitively.
+    pub fn request_header(&mut self, name: &str) -> Option<&str> {
+        let index = match self
+            .request_headers
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(i) => i,
+            None => {
+                let value = self.host.request_header(name);
+                self.request_headers
+                    .push((name.to_ascii_lowercase(), value));
+                self.request_headers.len() - 1
+            }
+        };
+        self.request_headers[index].1.as_deref()
+    }
+
+    pub fn method(&mut self) -> Option<&str> {
+        self.request_header(":method")
+    }
+
+    /// The request target as sent: path and query (`/a/b?x=1`).
+    pub fn path_and_query(&mut self) -> Option<&str> {
+        self.request_header(":path")
+    }
+
+    /// The path without the query string.
+    pub fn path(&mut self) -> Option<&str> {
+        self.path_and_query()
+            .map(|p| p.split_once('?').map_or(p, |(path, _)| path))
+    }
+
+    /// The raw (still percent-encoded) value of query parameter `name`; the first one wins.
+    pub fn query_param(&mut self, name: &str) -> Option<&str> {
+        let (_, query) = self.path_and_query()?.split_once('?')?;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+
+    pub fn authority(&mut self) -> Option<&str> {
+        self.request_header(":authority")
+    }
+
+    /// Replaces (or with `None` removes) a request header, upstream-visible and visible to later policies.
+    pub fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.host.set_request_header(name, value);
+        self.remember(name, value.map(str::to_owned));
+    }
+
+    /// Appends a request header value.
+    pub fn add_request_header(&mut self, name: &str, value: &str) {
+        self.host.add_request_header(name, value);
+        // Only the first value is cached, and it changes only if the header was known to be absent;
+        // an uncached header stays uncached (reading it now would cost a host call nobody asked for).
+        if let Some(entry) = self
+            .request_headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            entry.1.get_or_insert_with(|| value.to_owned());
+        }
+    }
+
+    fn remember(&mut self, name: &str, value: Option<String>) {
+        match self
+            .request_headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(entry) => entry.1 = value,
+            None => self.request_headers.push((name.to_ascii_lowercase(), value)),
+        }
+    }
+
+    pub fn response_header(&mut self, name: &str) -> Option<String> {
+        self.host.response_header(name)
+    }
+
+    pub fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        self.host.set_response_header(name, value);
+    }
+
+    pub fn add_response_header(&mut self, name: &str, value: &str) {
+        self.host.add_response_header(name, value);
+    }
+
+    /// The directly connected peer's address.
+    pub fn peer_ip(&mut self) -> Option<IpAddr> {
+        if self.peer_ip.is_none() {
+            self.peer_ip = Some(props::peer_ip(self.host.as_ref()));
+        }
+        self.peer_ip.flatten()
+    }
+
+    /// The client's address: the peer, unless a policy resolved a forwarded address (trusted proxies).
+    pub fn client_ip(&mut self) -> Option<IpAddr> {
+        match self.client_ip {
+            Some(ip) => Some(ip),
+            None => self.peer_ip(),
+        }
+    }
+
+    /// Records the client address resolved from forwarding headers, for every later policy.
+    pub fn set_client_ip(&mut self, ip: IpAddr) {
+        self.client_ip = Some(ip);
+    }
+
+    /// Envoy: `x-request-id` (Envoy sets it). Kong: the header if present, else nginx's `$request_id`.
+    pub fn request_id(&mut self) -> Option<&str> {
+        if self.request_id.is_none() {
+            let id = match self.request_header("x-request-id") {
+                Some(v) => Some(v.to_owned()),
+                None => self
+                    .host
+                    .property(&["ngx", "request_id"])
+                    .and_then(|b| props::decode_string(&b)),
+            };
+            self.request_id = Some(id);
+        }
+        self.request_id.as_ref().and_then(Option::as_deref)
+    }
+
+    /// Envoy route name or Kong route id.
+    pub fn route_id(&mut self) -> Option<&str> {
+        if self.route_id.is_none() {
+            self.route_id = Some(props::route_id(self.host.as_ref()));
+        }
+        self.route_id.as_ref().and_then(Option::as_deref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeHost;
+
+    #[test]
+    fn each_request_header_is_read_from_the_host_once() {
+        let host = FakeHost::request("GET", "/a?x=1").with_header("x-user", "alice");
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        for _ in 0..3 {
+            assert_eq!(ex.request_header("X-User"), Some("alice"));
+            assert_eq!(ex.request_header("x-missing"), None);
+        }
+        assert_eq!(host.state.borrow().header_reads, 2);
+    }
+
+    #[test]
+    fn edits_are_visible_to_later_reads_without_host_calls() {
+        let host = FakeHost::request("GET", "/");
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        ex.set_request_header("x-a", Some("1"));
+        assert_eq!(ex.request_header("x-a"), Some("1"));
+        ex.set_request_header("x-a", None);
+        assert_eq!(ex.request_header("x-a"), None);
+        ex.add_request_header("x-b", "first");
+        ex.add_request_header("x-b", "second");
+        assert_eq!(ex.request_header("x-b"), Some("first"));
+        assert_eq!(host.header_values("x-b"), vec!["first", "second"]);
+    }
+
+    #[test]
+    fn path_query_and_method_come_from_pseudo_headers() {
+        let mut ex = Exchange::new(Box::new(FakeHost::request("POST", "/v1/orders?id=7&x&id=8")));
+        assert_eq!(ex.method(), Some("POST"));
+        assert_eq!(ex.path(), Some("/v1/orders"));
+        assert_eq!(ex.query_param("id"), Some("7"));
+        assert_eq!(ex.query_param("x"), Some(""));
+        assert_eq!(ex.query_param("y"), None);
+        assert_eq!(ex.authority(), Some("example.test"));
+    }
+
+    #[test]
+    fn client_ip_is_the_peer_unless_resolved() {
+        let host = FakeHost::request("GET", "/").with_property(&["source", "address"], b"10.0.0.1:1234");
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        assert_eq!(ex.client_ip(), "10.0.0.1".parse().ok());
+        ex.set_client_ip("203.0.113.9".parse().unwrap());
+        assert_eq!(ex.client_ip(), "203.0.113.9".parse().ok());
+        assert_eq!(ex.peer_ip(), "10.0.0.1".parse().ok());
+        assert_eq!(host.state.borrow().property_reads, 1);
+    }
+
+    #[test]
+    fn request_id_prefers_the_header_then_the_kong_variable() {
+        let mut ex = Exchange::new(Box::new(FakeHost::request("GET", "/").with_header("x-request-id", "abc")));
+        assert_eq!(ex.request_id(), Some("abc"));
+        let kong = FakeHost::request("GET", "/").with_property(&["ngx", "request_id"], b"f00d");
+        let mut ex = Exchange::new(Box::new(kong));
+        assert_eq!(ex.request_id(), Some("f00d"));
+    }
+
+    #[test]
+    fn clock_is_read_once_per_callback() {
+        let host = FakeHost::request("GET", "/").at(Duration::from_secs(5));
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        assert_eq!(ex.now(), Duration::from_secs(5));
+        host.state.borrow_mut().now = Duration::from_secs(6);
+        assert_eq!(ex.now(), Duration::from_secs(5));
+        ex.new_callback();
+        assert_eq!(ex.now_us(), 6_000_000);
+    }
+}

@@ -1,0 +1,43 @@
+//! Shared library of the Portcullis filters.
+//!
+//! A filter crate writes only its policy: a validated config type and an implementation of [`Policy`].
+//! Everything host-specific lives here once: the proxy-wasm adapter (`adapter`, wasm only), property names
+//! and encodings that differ between Envoy and Kong ([`props`]), shared-data counters ([`store`]),
+//! metrics ([`metrics`]), and the per-request [`Exchange`] that reads each host value at most once.
+
+pub mod config;
+pub mod decision;
+pub mod exchange;
+pub mod host;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod props;
+pub mod store;
+pub mod template;
+pub mod testing;
+pub mod units;
+
+#[cfg(target_arch = "wasm32")]
+pub mod adapter;
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use proxy_wasm;
+
+pub use config::{parse_config, ConfigError};
+pub use decision::{Decision, LocalResponse};
+pub use exchange::Exchange;
+pub use host::Host;
+pub use policy::Policy;
+
+/// Exports a [`Policy`] as a complete proxy-wasm filter (`_initialize` + root and HTTP contexts).
+/// Does nothing when compiled for a native target, so the filter crate stays testable with `cargo test`.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::proxy_wasm::main! {{
+            $crate::adapter::install::<$policy>();
+        }}
+    };
+}
