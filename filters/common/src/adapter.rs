@@ -50,7 +50,12 @@ fn init_logging(name: &'static str) {
             let _ = hostcalls::log(LogLevel::Critical, &format!("[{name}] panic: {info}"));
         }));
     }
-    // Envoy reports its log level; ngx_wasm_module has no proxy_get_log_level, so default to info there.
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Follows the host's log level. Not callable from `_initialize` (Envoy restricts host calls there), so it
+/// runs at configure time. ngx_wasm_module has no proxy_get_log_level: info there.
+fn follow_host_log_level() {
     let level = match hostcalls::get_log_level() {
         Ok(LogLevel::Trace) => log::LevelFilter::Trace,
         Ok(LogLevel::Debug) => log::LevelFilter::Debug,
@@ -75,6 +80,7 @@ impl<P: Policy> Context for PolicyRoot<P> {}
 
 impl<P: Policy> RootContext for PolicyRoot<P> {
     fn on_configure(&mut self, size: usize) -> bool {
+        follow_host_log_level();
         let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(e) => {
