@@ -1,7 +1,7 @@
 //! A deliberately small HTTP/1.1 client over a raw socket: tests control every byte sent (hostile headers,
 //! chunked bodies, slow writes), and nothing in the path normalises requests for us.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -129,7 +129,10 @@ pub fn read_response(reader: &mut impl BufRead, method: &str) -> std::io::Result
     } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         read_chunked(reader)?
     } else if let Some(len) = find("content-length") {
-        let len: usize = len.trim().parse().map_err(|_| invalid("bad content-length"))?;
+        let len: usize = len
+            .trim()
+            .parse()
+            .map_err(|_| invalid("bad content-length"))?;
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
         body
@@ -212,7 +215,8 @@ impl Response {
 
     pub fn assert_status(&self, status: u16) -> &Self {
         assert_eq!(
-            self.status, status,
+            self.status,
+            status,
             "status; headers {:?}; body {}",
             self.headers,
             self.text()
@@ -231,7 +235,11 @@ impl Response {
     }
 
     pub fn assert_no_header(&self, name: &str) -> &Self {
-        assert_eq!(self.header(name), None, "response header {name} should be absent");
+        assert_eq!(
+            self.header(name),
+            None,
+            "response header {name} should be absent"
+        );
         self
     }
 }

@@ -147,8 +147,13 @@ fn cluster(name: &str, addr: SocketAddr) -> Value {
 #[derive(Debug)]
 pub enum StartError {
     /// Envoy exited before becoming ready (e.g. a filter refused its configuration); `log` is its output.
-    Exited { code: Option<i32>, log: String },
-    TimedOut { log: String },
+    Exited {
+        code: Option<i32>,
+        log: String,
+    },
+    TimedOut {
+        log: String,
+    },
     Spawn(String),
 }
 
@@ -186,6 +191,23 @@ impl Envoy {
     }
 
     pub fn start_bootstrap(bootstrap: &Value, concurrency: usize) -> Result<Envoy, StartError> {
+        let dir = paths::scratch_dir("envoy");
+        let config_path = dir.join("envoy.json");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(bootstrap).unwrap_or_default(),
+        )
+        .map_err(|e| StartError::Spawn(format!("write config: {e}")))?;
+        Envoy::start_file(&config_path, &dir, concurrency)
+    }
+
+    /// Starts Envoy on a config file as written (YAML or JSON), from the repository root so relative
+    /// `dist/…` paths resolve; logs and the admin address go to `dir`.
+    pub fn start_file(
+        config_path: &std::path::Path,
+        dir: &std::path::Path,
+        concurrency: usize,
+    ) -> Result<Envoy, StartError> {
         let binary = paths::envoy_binary();
         if !binary.exists() {
             return Err(StartError::Spawn(format!(
@@ -193,17 +215,17 @@ impl Envoy {
                 binary.display()
             )));
         }
-        let dir = paths::scratch_dir("envoy");
-        let config_path = dir.join("envoy.json");
+        let dir = dir.to_path_buf();
         let admin_path = dir.join("admin-address.txt");
         let log_path = dir.join("envoy.log");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(bootstrap).unwrap_or_default())
-            .map_err(|e| StartError::Spawn(format!("write config: {e}")))?;
+        let _ = std::fs::remove_file(&admin_path);
         let log = std::fs::File::create(&log_path).map_err(|e| StartError::Spawn(e.to_string()))?;
-        let log2 = log.try_clone().map_err(|e| StartError::Spawn(e.to_string()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| StartError::Spawn(e.to_string()))?;
         let mut cmd = Command::new(&binary);
         cmd.arg("-c")
-            .arg(&config_path)
+            .arg(config_path)
             .arg("--concurrency")
             .arg(concurrency.to_string())
             .arg("--admin-address-path")
@@ -211,6 +233,7 @@ impl Envoy {
             .arg("--use-dynamic-base-id")
             .arg("--disable-hot-restart")
             .args(["-l", "info"])
+            .current_dir(paths::repo_root())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);

@@ -83,8 +83,11 @@ impl Upstream {
     }
 
     /// Starts on a fixed address (the demo's upstream, whose port is in `envoy/demo.yaml`).
-    pub fn bind(addr: &str) -> std::io::Result<Upstream> {
-        Ok(Upstream::serve(TcpListener::bind(addr)?, Arc::new(echo)))
+    pub fn bind(
+        addr: &str,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> std::io::Result<Upstream> {
+        Ok(Upstream::serve(TcpListener::bind(addr)?, Arc::new(handler)))
     }
 
     fn serve(listener: TcpListener, handler: Arc<Handler>) -> Upstream {
@@ -143,9 +146,15 @@ impl Drop for Upstream {
     }
 }
 
-fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, handler: Arc<Mutex<Arc<Handler>>>) {
+fn serve_connection(
+    conn: TcpStream,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    handler: Arc<Mutex<Arc<Handler>>>,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(mut writer) = conn.try_clone() else { return };
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(conn);
     loop {
         let mut line = String::new();
@@ -154,9 +163,13 @@ fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, handle
             Ok(_) => {}
         }
         let mut parts = line.split_whitespace();
-        let (Some(method), Some(path)) = (parts.next(), parts.next()) else { return };
+        let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+            return;
+        };
         let (method, path) = (method.to_string(), path.to_string());
-        let Ok(headers) = read_headers(&mut reader) else { return };
+        let Ok(headers) = read_headers(&mut reader) else {
+            return;
+        };
         let find = |n: &str| headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
         let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
             match read_chunked(&mut reader) {
@@ -164,7 +177,9 @@ fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, handle
                 Err(_) => return,
             }
         } else {
-            let len: usize = find("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let len: usize = find("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let mut body = vec![0; len];
             if reader.read_exact(&mut body).is_err() {
                 return;
@@ -172,11 +187,20 @@ fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, handle
             body
         };
         let close = find("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let recorded = Recorded { method, path, headers, body };
+        let recorded = Recorded {
+            method,
+            path,
+            headers,
+            body,
+        };
         requests.lock().unwrap().push(recorded.clone());
         let handler = handler.lock().unwrap().clone();
         let reply = handler(&recorded);
-        let mut out = format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\n", reply.status, reply.body.len());
+        let mut out = format!(
+            "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
         for (n, v) in &reply.headers {
             out.push_str(&format!("{n}: {v}\r\n"));
         }
@@ -216,7 +240,12 @@ impl Recorded {
     }
 
     pub fn assert_no_header(&self, name: &str) -> &Self {
-        assert_eq!(self.header(name), None, "upstream header {name} should be absent; all {:?}", self.headers);
+        assert_eq!(
+            self.header(name),
+            None,
+            "upstream header {name} should be absent; all {:?}",
+            self.headers
+        );
         self
     }
 }

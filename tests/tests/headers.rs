@@ -83,7 +83,11 @@ fn invalid_config_keeps_envoy_from_starting_and_names_the_field() {
         log.contains(r#"[headers] invalid configuration: request.set[0].name: "x ok" is not a valid header name"#),
         "the filter's error should name the field; envoy said:\n{log}"
     );
-    assert!(log.contains("Unable to create Wasm HTTP filter") || log.contains("Unable to create Wasm plugin"), "{log}");
+    assert!(
+        log.contains("Unable to create Wasm HTTP filter")
+            || log.contains("Unable to create Wasm plugin"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -95,7 +99,9 @@ fn crlf_in_a_request_value_cannot_inject_a_header_upstream() {
         )
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
-    gw.get("/?q=a%0D%0Ax-admin:%20true").send().assert_status(200);
+    gw.get("/?q=a%0D%0Ax-admin:%20true")
+        .send()
+        .assert_status(200);
     let seen = gw.upstream.last();
     seen.assert_no_header("x-admin");
     seen.assert_header("x-copy", "a%0D%0Ax-admin:%20true");

@@ -69,7 +69,9 @@ fn follow_host_log_level() {
 /// Registers `P` as this module's root context. Called from `export_policy!`.
 pub fn install<P: Policy>() {
     init_logging(P::NAME);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(PolicyRoot::<P> { policy: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(PolicyRoot::<P> { policy: None })
+    });
 }
 
 struct PolicyRoot<P: Policy> {
@@ -132,11 +134,9 @@ pub fn send_local_response(response: &LocalResponse) {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    if let Err(e) = hostcalls::send_http_response(
-        u32::from(response.status),
-        headers,
-        Some(&response.body),
-    ) {
+    if let Err(e) =
+        hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
+    {
         log::error!("could not send a local {} response: {e:?}", response.status);
     }
 }
@@ -168,7 +168,12 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.as_ref().filter(|p| p.wants_request_body()).cloned() else {
+        let Some(policy) = self
+            .policy
+            .as_ref()
+            .filter(|p| p.wants_request_body())
+            .cloned()
+        else {
             return Action::Continue;
         };
         self.ex.new_callback();

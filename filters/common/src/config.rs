@@ -86,6 +86,7 @@ mod tests {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Rule {
+        #[allow(dead_code)]
         window: crate::units::DurationSpec,
     }
 
@@ -97,8 +98,8 @@ mod tests {
 
     #[test]
     fn field_error_names_the_json_path() {
-        let err = parse_config::<Outer>(br#"{"rules":[{"window":"1s"},{"window":"fast"}]}"#)
-            .unwrap_err();
+        let err =
+            parse_config::<Outer>(br#"{"rules":[{"window":"1s"},{"window":"fast"}]}"#).unwrap_err();
         assert_eq!(err.path, "rules[1].window");
         assert_eq!(
             err.to_string(),

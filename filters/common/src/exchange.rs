@@ -127,7 +127,9 @@ impl Exchange {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             Some(entry) => entry.1 = value,
-            None => self.request_headers.push((name.to_ascii_lowercase(), value)),
+            None => self
+                .request_headers
+                .push((name.to_ascii_lowercase(), value)),
         }
     }
 
@@ -220,7 +222,10 @@ mod tests {
 
     #[test]
     fn path_query_and_method_come_from_pseudo_headers() {
-        let mut ex = Exchange::new(Box::new(FakeHost::request("POST", "/v1/orders?id=7&x&id=8")));
+        let mut ex = Exchange::new(Box::new(FakeHost::request(
+            "POST",
+            "/v1/orders?id=7&x&id=8",
+        )));
         assert_eq!(ex.method(), Some("POST"));
         assert_eq!(ex.path(), Some("/v1/orders"));
         assert_eq!(ex.query_param("id"), Some("7"));
@@ -231,7 +236,8 @@ mod tests {
 
     #[test]
     fn client_ip_is_the_peer_unless_resolved() {
-        let host = FakeHost::request("GET", "/").with_property(&["source", "address"], b"10.0.0.1:1234");
+        let host =
+            FakeHost::request("GET", "/").with_property(&["source", "address"], b"10.0.0.1:1234");
         let mut ex = Exchange::new(Box::new(host.clone()));
         assert_eq!(ex.client_ip(), "10.0.0.1".parse().ok());
         ex.set_client_ip("203.0.113.9".parse().unwrap());
@@ -242,7 +248,9 @@ mod tests {
 
     #[test]
     fn request_id_prefers_the_header_then_the_kong_variable() {
-        let mut ex = Exchange::new(Box::new(FakeHost::request("GET", "/").with_header("x-request-id", "abc")));
+        let mut ex = Exchange::new(Box::new(
+            FakeHost::request("GET", "/").with_header("x-request-id", "abc"),
+        ));
         assert_eq!(ex.request_id(), Some("abc"));
         let kong = FakeHost::request("GET", "/").with_property(&["ngx", "request_id"], b"f00d");
         let mut ex = Exchange::new(Box::new(kong));

@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn header_names_are_tokens_and_lowercased() {
-        assert_eq!(HeaderName::parse("X-Request-ID").unwrap().as_str(), "x-request-id");
+        assert_eq!(
+            HeaderName::parse("X-Request-ID").unwrap().as_str(),
+            "x-request-id"
+        );
         for bad in ["", "x y", "x:y", ":path", "x\r\ny", "é", "a\0"] {
             assert!(HeaderName::parse(bad).is_err(), "{bad:?}");
         }
@@ -124,7 +127,10 @@ mod tests {
 
     #[test]
     fn sanitising_removes_crlf_and_caps_length() {
-        assert_eq!(sanitize_header_value("  a\r\nSet-Cookie: x ", 100), "a  Set-Cookie: x");
+        assert_eq!(
+            sanitize_header_value("  a\r\nSet-Cookie: x ", 100),
+            "a  Set-Cookie: x"
+        );
         assert_eq!(sanitize_header_value("abcdef", 3), "abc");
         // never splits a multi-byte character
         assert_eq!(sanitize_header_value("ééé", 5), "éé");

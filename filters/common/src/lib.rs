@@ -31,11 +31,12 @@ pub use host::Host;
 pub use policy::Policy;
 
 /// Exports a [`Policy`] as a complete proxy-wasm filter (`_initialize` + root and HTTP contexts).
-/// Does nothing when compiled for a native target, so the filter crate stays testable with `cargo test`.
+/// Does nothing when compiled for a native target or as a test binary (a test runs as a WASI command,
+/// which must not also be a reactor), so the filter crate stays testable with `cargo test`.
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(test)))]
         $crate::proxy_wasm::main! {{
             $crate::adapter::install::<$policy>();
         }}

@@ -4,8 +4,8 @@
 //! concepts `kong.route_id` / `kong.service_id`.
 
 use crate::host::Host;
-use std::net::IpAddr;
 use std::cell::Cell;
+use std::net::IpAddr;
 
 /// Which proxy we run in, learned from the first property that answers, so later lookups skip the other
 /// host's names (each miss is a wasted host call).
@@ -159,7 +159,14 @@ mod tests {
         assert_eq!(parse_address("10.1.2.3:443"), Some(v4));
         assert_eq!(parse_address("2001:db8::1"), Some(v6));
         assert_eq!(parse_address("[2001:db8::1]:8080"), Some(v6));
-        for bad in ["", "10.1.2", "10.1.2.3:x", "[::1", "host:80", "1.2.3.4:99999"] {
+        for bad in [
+            "",
+            "10.1.2",
+            "10.1.2.3:x",
+            "[::1",
+            "host:80",
+            "1.2.3.4:99999",
+        ] {
             assert_eq!(parse_address(bad), None, "{bad}");
         }
     }

@@ -228,7 +228,12 @@ mod tests {
         assert_eq!(store.len(), 0);
     }
 
-    fn bump(keys: &BoundedKeys, store: &mut MemoryStore, key: &str, now: u64) -> Result<u8, StoreError> {
+    fn bump(
+        keys: &BoundedKeys,
+        store: &mut MemoryStore,
+        key: &str,
+        now: u64,
+    ) -> Result<u8, StoreError> {
         keys.update(store, key, now, |cur| {
             let n = cur.and_then(|p| p.first().copied()).unwrap_or(0) + 1;
             (Some((vec![n], now + 1_000)), n)

@@ -144,7 +144,9 @@ impl Template {
     /// the result is capped at [`MAX_RENDERED_HEADER_BYTES`].
     pub fn render_header_value(&self, ex: &mut Exchange) -> Rendered {
         let mut r = self.render(ex);
-        if r.value.len() > MAX_RENDERED_HEADER_BYTES || !crate::http::is_valid_header_value(&r.value) {
+        if r.value.len() > MAX_RENDERED_HEADER_BYTES
+            || !crate::http::is_valid_header_value(&r.value)
+        {
             r.value = crate::http::sanitize_header_value(&r.value, MAX_RENDERED_HEADER_BYTES);
         }
         r
@@ -250,7 +252,11 @@ mod tests {
         let t = Template::parse_header_value("<${header.x-evil}>").unwrap();
         let host = FakeHost::request("GET", "/").with_header("x-evil", "1\r\nSet-Cookie: a=b");
         let r = t.render_header_value(&mut Exchange::new(Box::new(host)));
-        assert!(crate::http::is_valid_header_value(&r.value), "{:?}", r.value);
+        assert!(
+            crate::http::is_valid_header_value(&r.value),
+            "{:?}",
+            r.value
+        );
         let big = "x".repeat(MAX_RENDERED_HEADER_BYTES * 2);
         let host = FakeHost::request("GET", "/").with_header("x-evil", &big);
         let r = t.render_header_value(&mut Exchange::new(Box::new(host)));

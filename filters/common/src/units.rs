@@ -161,7 +161,9 @@ mod tests {
 
     #[test]
     fn malformed_durations_are_rejected_with_the_input() {
-        for text in ["", "fast", "1", "s", "-1s", "1 s", "1.s", ".5s", "1.2.3s", "1sec", "1e3s"] {
+        for text in [
+            "", "fast", "1", "s", "-1s", "1 s", "1.s", ".5s", "1.2.3s", "1sec", "1e3s",
+        ] {
             let err = parse_duration(text).unwrap_err();
             assert!(err.contains("expected a duration"), "{text}: {err}");
         }
@@ -205,7 +207,10 @@ mod tests {
 
     #[test]
     fn byte_size_accepts_json_numbers_and_strings() {
-        assert_eq!(serde_json::from_str::<ByteSize>("1024").unwrap(), ByteSize(1024));
+        assert_eq!(
+            serde_json::from_str::<ByteSize>("1024").unwrap(),
+            ByteSize(1024)
+        );
         assert_eq!(
             serde_json::from_str::<ByteSize>("\"1KiB\"").unwrap(),
             ByteSize(1024)

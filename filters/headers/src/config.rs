@@ -89,7 +89,10 @@ impl Transform {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty() && self.add.is_empty()
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty()
     }
 }
 
@@ -98,7 +101,9 @@ mod tests {
     use super::*;
 
     fn error(json: &str) -> String {
-        HeadersConfig::parse(json.as_bytes()).unwrap_err().to_string()
+        HeadersConfig::parse(json.as_bytes())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -122,20 +127,44 @@ mod tests {
     #[test]
     fn bad_configs_name_the_field() {
         let cases = [
-            (r#"{"request":{"set":[{"name":"x y","value":"v"}]}}"#, "request.set[0].name: \"x y\" is not a valid header name"),
-            (r#"{"request":{"add":[{"name":"x","value":"a\r\nb"}]}}"#, "request.add[0].value: "),
-            (r#"{"response":{"set":[{"name":"x","value":"${nope}"}]}}"#, "response.set[0].value: unknown template variable ${nope}"),
+            (
+                r#"{"request":{"set":[{"name":"x y","value":"v"}]}}"#,
+                "request.set[0].name: \"x y\" is not a valid header name",
+            ),
+            (
+                r#"{"request":{"add":[{"name":"x","value":"a\r\nb"}]}}"#,
+                "request.add[0].value: ",
+            ),
+            (
+                r#"{"response":{"set":[{"name":"x","value":"${nope}"}]}}"#,
+                "response.set[0].value: unknown template variable ${nope}",
+            ),
             (r#"{"request":{"remove":[":path"]}}"#, "request.remove[0]: "),
-            (r#"{"request":{"rename":[{"from":"a","to":"A"}]}}"#, "request.rename[0].to: renaming"),
-            (r#"{"request":{"set":[{"name":"x"}]}}"#, "request.set[0]: missing field `value`"),
-            (r#"{"request":{"sett":[]}}"#, "request.sett: unknown field `sett`"),
+            (
+                r#"{"request":{"rename":[{"from":"a","to":"A"}]}}"#,
+                "request.rename[0].to: renaming",
+            ),
+            (
+                r#"{"request":{"set":[{"name":"x"}]}}"#,
+                "request.set[0]: missing field `value`",
+            ),
+            (
+                r#"{"request":{"sett":[]}}"#,
+                "request.sett: unknown field `sett`",
+            ),
             (r#"{"requests":{}}"#, "requests: unknown field `requests`"),
-            (r#"{"request":{"remove":"x"}}"#, "request.remove: invalid type"),
+            (
+                r#"{"request":{"remove":"x"}}"#,
+                "request.remove: invalid type",
+            ),
             (r#"[1]"#, "invalid type"),
         ];
         for (json, want) in cases {
             let err = error(json);
-            assert!(err.starts_with(want) || err.contains(want), "{json}\n  got:  {err}\n  want: {want}");
+            assert!(
+                err.starts_with(want) || err.contains(want),
+                "{json}\n  got:  {err}\n  want: {want}"
+            );
         }
     }
 

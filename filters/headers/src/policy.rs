@@ -100,8 +100,14 @@ mod tests {
     fn run(policy: &HeadersPolicy, host: &FakeHost) {
         let mut ex = Exchange::new(Box::new(host.clone()));
         let mut state = PendingResponse::default();
-        assert_eq!(policy.on_request_headers(&mut state, &mut ex), Decision::Continue);
-        assert_eq!(policy.on_response_headers(&mut state, &mut ex), Decision::Continue);
+        assert_eq!(
+            policy.on_request_headers(&mut state, &mut ex),
+            Decision::Continue
+        );
+        assert_eq!(
+            policy.on_response_headers(&mut state, &mut ex),
+            Decision::Continue
+        );
     }
 
     #[test]
@@ -165,9 +171,18 @@ mod tests {
             .with_response_header("x-up", "v1");
         run(&p, &host);
         assert_eq!(host.response_header_value("server-timing"), None);
-        assert_eq!(host.response_header_value("x-upstream").as_deref(), Some("v1"));
-        assert_eq!(host.response_header_value("x-request-id").as_deref(), Some("abc"));
-        assert_eq!(host.response_header_value("x-served-for").as_deref(), Some("bob"));
+        assert_eq!(
+            host.response_header_value("x-upstream").as_deref(),
+            Some("v1")
+        );
+        assert_eq!(
+            host.response_header_value("x-request-id").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            host.response_header_value("x-served-for").as_deref(),
+            Some("bob")
+        );
     }
 
     #[test]

@@ -1,0 +1,32 @@
+# Shared helpers for the scripts in this folder (sourced, not run).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TOOLCHAIN="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)"
+ENVOY_VERSION="1.40.0"
+ENVOY_BIN="$ROOT/.venv/bin/envoy-bin"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+say() { printf '\n== %s\n' "$*"; }
+
+# Every filter crate (a cdylib under filters/), as "package-name dist-name" pairs.
+filter_crates() {
+  local manifest pkg
+  for manifest in filters/*/Cargo.toml; do
+    grep -q 'cdylib' "$manifest" || continue
+    pkg="$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)"
+    echo "$pkg ${pkg#portcullis-}"
+  done
+}
+
+# "portcullis" is the chain bundle's own name; the others drop the prefix.
+dist_name() {
+  case "$1" in
+    portcullis-bundle) echo portcullis ;;
+    *) echo "${1#portcullis-}" ;;
+  esac
+}
+
+setup_is_complete() {
+  [ -x "$ENVOY_BIN" ] && rustup target list --installed --toolchain "$TOOLCHAIN" 2>/dev/null | grep -qx wasm32-wasip1
+}
