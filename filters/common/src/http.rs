@@ -1,6 +1,6 @@
 //! HTTP header names and values as checked config types, plus sanitising of values copied from requests.
 
-use serde::{de, Deserialize, Deserializer};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Longest header name accepted in config; real names are far shorter, this only stops absurd input.
@@ -66,6 +66,18 @@ impl<'de> Deserialize<'de> for HeaderName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         HeaderName::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for HeaderName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl Serialize for HeaderValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod props;
+pub mod schema;
 pub mod store;
 pub mod template;
 pub mod testing;

@@ -6,7 +6,7 @@
 
 use crate::exchange::Exchange;
 use crate::http::HeaderName;
-use serde::{de, Deserialize, Deserializer};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Var {
@@ -48,6 +48,8 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
+    /// The text as written in the config (for schema defaults and messages).
+    source: String,
 }
 
 /// A rendered template; `complete` is false when a variable had no value (it rendered as empty).
@@ -127,7 +129,10 @@ impl Template {
         if !literal.is_empty() {
             parts.push(Part::Literal(literal));
         }
-        Ok(Template { parts })
+        Ok(Template {
+            parts,
+            source: text.to_string(),
+        })
     }
 
     /// Parses a template that will become a header value: its literal text must be a valid header value.
@@ -166,6 +171,10 @@ impl Template {
         }
     }
 
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     pub fn vars(&self) -> impl Iterator<Item = &Var> {
         self.parts.iter().filter_map(|p| match p {
             Part::Var(v) => Some(v),
@@ -192,6 +201,18 @@ impl Template {
             }
         }
         Rendered { value, complete }
+    }
+}
+
+impl Serialize for Template {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+impl Serialize for HeaderTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Human-friendly units in configs: durations (`"250ms"`, `"1s"`, `"5m"`, `"1h"`) and byte sizes
 //! (`"512"`, `"64KiB"`, `"1MiB"`). Each type validates while deserializing, so a bad value fails with its path.
 
-use serde::{de, Deserialize, Deserializer};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
 
@@ -77,6 +77,28 @@ impl<'de> Deserialize<'de> for DurationSpec {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// Writes the shortest exact form: `"5m"`, `"1s"`, `"250ms"`, `"10us"` (used for schema defaults).
+impl Serialize for DurationSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let us = self.0.as_micros();
+        let text = match us {
+            0 => "0s".to_string(),
+            _ if us % 3_600_000_000 == 0 => format!("{}h", us / 3_600_000_000),
+            _ if us % 60_000_000 == 0 => format!("{}m", us / 60_000_000),
+            _ if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+            _ if us % 1_000 == 0 => format!("{}ms", us / 1_000),
+            _ => format!("{us}us"),
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
     }
 }
 
@@ -170,6 +192,20 @@ mod tests {
         assert!(parse_duration("99999999999999h")
             .unwrap_err()
             .contains("too large"));
+    }
+
+    #[test]
+    fn durations_serialize_to_text_that_parses_back() {
+        for text in ["0s", "2h", "5m", "1s", "250ms", "10us", "90s"] {
+            let d: DurationSpec = serde_json::from_str(&format!("\"{text}\"")).unwrap();
+            let back = serde_json::to_string(&d).unwrap();
+            let again: DurationSpec = serde_json::from_str(&back).unwrap();
+            assert_eq!(d, again, "{text} -> {back}");
+        }
+        assert_eq!(
+            serde_json::to_string(&DurationSpec::from_secs(90)).unwrap(),
+            "\"90s\""
+        );
     }
 
     #[test]

@@ -10,9 +10,11 @@
 use portcullis_common::config::{item_path, ConfigError};
 use portcullis_common::http::HeaderName;
 use portcullis_common::template::HeaderTemplate;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Request and response header transforms.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
     /// Edits applied to the request before it goes upstream.
@@ -24,7 +26,7 @@ pub struct HeadersConfig {
 }
 
 /// One direction's edits, applied in this order: remove, rename, set, add.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transform {
     /// Headers to delete (every value).
@@ -41,16 +43,21 @@ pub struct Transform {
     pub add: Vec<HeaderEdit>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Moves a header's value to another name.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rename {
+    /// The header to rename.
     pub from: HeaderName,
+    /// Its new name.
     pub to: HeaderName,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A header and its (templated) value.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderEdit {
+    /// The header name.
     pub name: HeaderName,
     /// A template: literal text with `${variable}`s (see the shared template variables).
     pub value: HeaderTemplate,
@@ -166,6 +173,24 @@ mod tests {
                 "{json}\n  got:  {err}\n  want: {want}"
             );
         }
+    }
+
+    #[test]
+    fn schema_describes_every_field_and_forbids_unknown_ones() {
+        let s = portcullis_common::schema::config_schema::<HeadersConfig>();
+        assert_eq!(s["additionalProperties"], false);
+        let t = &s["properties"]["request"];
+        assert_eq!(t["additionalProperties"], false);
+        for field in ["remove", "rename", "set", "add"] {
+            assert!(
+                t["properties"][field]["description"].is_string(),
+                "{field}: {t}"
+            );
+        }
+        assert_eq!(
+            t["properties"]["set"]["items"]["required"],
+            serde_json::json!(["name", "value"])
+        );
     }
 
     #[test]

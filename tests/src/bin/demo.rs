@@ -4,43 +4,78 @@
 //! Exits non-zero if an expected effect is missing, so the demo doubles as a smoke check.
 
 use portcullis_e2e::upstream::echo;
-use portcullis_e2e::{paths, Envoy, Recorded, Reply, Request, Upstream};
+use portcullis_e2e::{paths, Envoy, Recorded, Reply, Request, Response, Upstream};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 const UPSTREAM: &str = "127.0.0.1:18080";
 
+/// One demonstration: requests sent to one listener of `envoy/demo.yaml`, and a check that the filter's
+/// effect is visible. Listener ports: 10000 headers, 10001 jwt-auth, 10002 rate-limit, 10003 circuit-breaker,
+/// 10004 request-guard, 10005 hmac-auth, 10006 canary, 10007 observability, 10010 the portcullis bundle.
 struct Step {
     title: &'static str,
-    request: fn(std::net::SocketAddr) -> Request,
-    /// (header, expected value or None for "removed") as the upstream must see it.
-    upstream_expect: &'static [(&'static str, Option<&'static str>)],
-    /// (header, expected value or None for "removed") as the client must see it.
-    client_expect: &'static [(&'static str, Option<&'static str>)],
+    port: u16,
+    requests: fn(SocketAddr) -> Vec<Request>,
+    /// Gets the responses and the requests the upstream received during the step; Err names a missing effect.
+    check: fn(&[Response], &[Recorded]) -> Result<(), String>,
 }
 
 fn steps() -> Vec<Step> {
     vec![Step {
         title: "headers: request context added, internals stripped, response stamped",
-        request: |addr| {
-            Request::new(addr, "GET", "/orders?id=7")
+        port: 10000,
+        requests: |addr| {
+            vec![Request::new(addr, "GET", "/orders?id=7")
                 .header("x-user", "alice")
                 .header("x-internal-debug", "1")
-                .header("x-request-id", "demo-req-1")
+                .header("x-request-id", "demo-req-1")]
         },
-        upstream_expect: &[
-            ("x-consumer", Some("alice")),
-            ("x-user", None),
-            ("x-internal-debug", None),
-            ("x-client-ip", Some("127.0.0.1")),
-            ("x-forwarded-route", Some("GET /orders")),
-            ("via", Some("1.1 portcullis")),
-        ],
-        client_expect: &[
-            ("x-powered-by", None),
-            ("x-request-id", Some("demo-req-1")),
-            ("x-served-by", Some("portcullis-headers")),
-        ],
+        check: |responses, seen| {
+            let up = seen.first().ok_or("the upstream received nothing")?;
+            expect_headers(
+                "upstream",
+                &up.headers,
+                &[
+                    ("x-consumer", Some("alice")),
+                    ("x-user", None),
+                    ("x-internal-debug", None),
+                    ("x-client-ip", Some("127.0.0.1")),
+                    ("x-forwarded-route", Some("GET /orders")),
+                    ("via", Some("1.1 portcullis")),
+                ],
+            )?;
+            expect_headers(
+                "client",
+                &responses[0].headers,
+                &[
+                    ("x-powered-by", None),
+                    ("x-request-id", Some("demo-req-1")),
+                    ("x-served-by", Some("portcullis-headers")),
+                ],
+            )
+        },
     }]
+}
+
+/// Checks (header, expected value; None = absent) pairs.
+fn expect_headers(
+    who: &str,
+    headers: &[(String, String)],
+    expect: &[(&str, Option<&str>)],
+) -> Result<(), String> {
+    for (name, want) in expect {
+        let got = headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str());
+        if got != *want {
+            return Err(format!(
+                "{who} header {name}: expected {want:?}, got {got:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn backend(r: &Recorded) -> Reply {
@@ -48,27 +83,12 @@ fn backend(r: &Recorded) -> Reply {
 }
 
 fn show(label: &str, headers: &[(String, String)]) {
-    println!("  {label}:");
+    println!("    {label}:");
     for (n, v) in headers {
         if !n.starts_with(':') && n != "content-length" && n != "date" {
-            println!("      {n}: {v}");
+            println!("        {n}: {v}");
         }
     }
-}
-
-fn check(who: &str, expect: &[(&str, Option<&str>)], headers: &[(String, String)]) -> bool {
-    let mut ok = true;
-    for (name, want) in expect {
-        let got = headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str());
-        if got != *want {
-            println!("  MISSING EFFECT: {who} header {name}: expected {want:?}, got {got:?}");
-            ok = false;
-        }
-    }
-    ok
 }
 
 fn main() -> ExitCode {
@@ -96,33 +116,53 @@ fn main() -> ExitCode {
 
     let mut all_ok = true;
     for step in steps() {
-        let request = (step.request)(envoy.listener);
         println!("== {}", step.title);
-        println!("  client sends: {} {}", request.method, request.path);
-        show("client request headers", &request.headers);
+        let addr = SocketAddr::from(([127, 0, 0, 1], step.port));
+        let requests = (step.requests)(addr);
+        let detailed = requests.len() <= 2;
         let before = upstream.count();
-        let response = match request.try_send() {
-            Ok(r) => r,
-            Err(e) => {
-                println!("  request failed: {e}");
-                all_ok = false;
-                continue;
+        let mut responses = Vec::new();
+        for request in &requests {
+            let seen_before = upstream.count();
+            let response = match request.try_send() {
+                Ok(r) => r,
+                Err(e) => {
+                    println!(
+                        "  {} {} -> request failed: {e}",
+                        request.method, request.path
+                    );
+                    all_ok = false;
+                    break;
+                }
+            };
+            println!(
+                "  {} {} (port {}) -> {}",
+                request.method, request.path, step.port, response.status
+            );
+            if detailed {
+                show("client sent", &request.headers);
+                if let Some(seen) = upstream.requests().get(seen_before) {
+                    show("upstream received", &seen.headers);
+                } else {
+                    println!("    (the upstream received nothing)");
+                }
+                show("client got", &response.headers);
+                if response.status >= 400 {
+                    println!("    body: {}", response.text());
+                }
             }
-        };
-        let seen = upstream.requests().get(before).cloned();
-        match &seen {
-            Some(seen) => {
-                show("upstream received", &seen.headers);
-                all_ok &= check("upstream", step.upstream_expect, &seen.headers);
-            }
-            None => {
-                println!("  upstream received nothing");
-                all_ok &= step.upstream_expect.is_empty();
+            responses.push(response);
+        }
+        if responses.len() == requests.len() {
+            let seen: Vec<Recorded> = upstream.requests().split_off(before);
+            match (step.check)(&responses, &seen) {
+                Ok(()) => println!("  ok"),
+                Err(e) => {
+                    println!("  MISSING EFFECT: {e}");
+                    all_ok = false;
+                }
             }
         }
-        println!("  client got: {}", response.status);
-        show("response headers", &response.headers);
-        all_ok &= check("client", step.client_expect, &response.headers);
         println!();
     }
 
