@@ -14,7 +14,9 @@
 
 pub mod client;
 pub mod envoy;
+pub mod meta;
 pub mod paths;
+pub mod scenario;
 pub mod upstream;
 
 pub use client::{Request, Response};
