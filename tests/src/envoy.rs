@@ -208,6 +208,16 @@ impl Envoy {
         dir: &std::path::Path,
         concurrency: usize,
     ) -> Result<Envoy, StartError> {
+        Envoy::start_file_on_cpu(config_path, dir, concurrency, None)
+    }
+
+    /// Like [`Envoy::start_file`], optionally pinned to one CPU with `taskset` (benchmarks).
+    pub fn start_file_on_cpu(
+        config_path: &std::path::Path,
+        dir: &std::path::Path,
+        concurrency: usize,
+        cpu: Option<usize>,
+    ) -> Result<Envoy, StartError> {
         let binary = paths::envoy_binary();
         if !binary.exists() {
             return Err(StartError::Spawn(format!(
@@ -223,7 +233,14 @@ impl Envoy {
         let log2 = log
             .try_clone()
             .map_err(|e| StartError::Spawn(e.to_string()))?;
-        let mut cmd = Command::new(&binary);
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         cmd.arg("-c")
             .arg(config_path)
             .arg("--concurrency")
@@ -337,6 +354,8 @@ pub struct GatewayBuilder {
     concurrency: usize,
     extra_clusters: Vec<(String, SocketAddr)>,
     routes: Option<Value>,
+    /// Top-level bootstrap fields set after the bootstrap is built (e.g. `stats_config`).
+    bootstrap_fields: Vec<(String, Value)>,
 }
 
 impl Gateway {
@@ -348,6 +367,7 @@ impl Gateway {
             concurrency: 1,
             extra_clusters: Vec::new(),
             routes: None,
+            bootstrap_fields: Vec::new(),
         }
     }
 
@@ -399,6 +419,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets a top-level bootstrap field (replacing any generated one), e.g.
+    /// `.bootstrap_field("stats_config", json!({"stats_tags": [..]}))`.
+    pub fn bootstrap_field(mut self, name: &str, value: Value) -> Self {
+        self.bootstrap_fields.push((name.to_string(), value));
+        self
+    }
+
     pub fn config(&self, upstream: SocketAddr) -> EnvoyConfig {
         EnvoyConfig {
             http_filters: self.filters.clone(),
@@ -418,7 +445,11 @@ impl GatewayBuilder {
             routes: self.routes,
             concurrency: self.concurrency,
         };
-        let envoy = Envoy::start(&config)?;
+        let mut bootstrap = config.bootstrap();
+        for (name, value) in self.bootstrap_fields {
+            bootstrap[name] = value;
+        }
+        let envoy = Envoy::start_bootstrap(&bootstrap, config.concurrency)?;
         Ok(Gateway { upstream, envoy })
     }
 }

@@ -12,6 +12,7 @@
 //! ```
 //! Envoy listens on ephemeral loopback ports and is killed when the [`Gateway`] drops (also on panic).
 
+pub mod bench;
 pub mod client;
 pub mod envoy;
 pub mod meta;
