@@ -104,6 +104,34 @@ impl Request {
     }
 }
 
+/// Sends exactly `bytes` (any bytes: invalid UTF-8, bare LF, …) and reads one response.
+pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, RESPONSE_TIMEOUT)?;
+    stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+    stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
+    stream.write_all(bytes)?;
+    read_response(&mut BufReader::new(stream), "GET")
+}
+
+/// Sends `bytes` in pieces of `piece` bytes with `pause` between them (a slowloris-style client), then reads
+/// one response. A write error (the proxy gave up on us) is returned like any other I/O error.
+pub fn send_slowly(
+    addr: SocketAddr,
+    bytes: &[u8],
+    piece: usize,
+    pause: Duration,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, RESPONSE_TIMEOUT)?;
+    stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+    stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    for chunk in bytes.chunks(piece.max(1)) {
+        stream.write_all(chunk)?;
+        std::thread::sleep(pause);
+    }
+    read_response(&mut BufReader::new(stream), "GET")
+}
+
 fn invalid(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
 }

@@ -1,6 +1,6 @@
 //! End-to-end harness for Portcullis filters running in a real Envoy.
 //!
-//! ```no_run
+//! ```ignore
 //! use portcullis_e2e::{Gateway, json};
 //! let gw = Gateway::new()
 //!     .filter("headers", json!({"request": {"set": [{"name": "x-a", "value": "1"}]}}))

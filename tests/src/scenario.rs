@@ -76,7 +76,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, String> {
     files.sort();
     let mut all = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         let list: Vec<Scenario> =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
         all.extend(list);
@@ -116,24 +117,32 @@ impl Scenario {
         for (name, want) in &e.response_headers {
             let got = response.header(name);
             if got != want.as_deref() {
-                problems.push(format!("response header {name}: {got:?} (expected {want:?})"));
+                problems.push(format!(
+                    "response header {name}: {got:?} (expected {want:?})"
+                ));
             }
         }
         let upstream = upstream_headers(response);
-        if !(e.upstream_headers.is_empty() && e.upstream_header_suffixes.is_empty()) && upstream.is_none() {
+        if !(e.upstream_headers.is_empty() && e.upstream_header_suffixes.is_empty())
+            && upstream.is_none()
+        {
             problems.push("the response is not an upstream echo (no headers object)".into());
         }
         let upstream = upstream.unwrap_or_default();
         for (name, want) in &e.upstream_headers {
             let got = upstream.get(name).and_then(Value::as_str);
             if got != want.as_deref() {
-                problems.push(format!("upstream header {name}: {got:?} (expected {want:?})"));
+                problems.push(format!(
+                    "upstream header {name}: {got:?} (expected {want:?})"
+                ));
             }
         }
         for (name, suffix) in &e.upstream_header_suffixes {
             let got = upstream.get(name).and_then(Value::as_str);
             if !got.is_some_and(|v| v.ends_with(suffix.as_str())) {
-                problems.push(format!("upstream header {name}: {got:?} (expected …{suffix})"));
+                problems.push(format!(
+                    "upstream header {name}: {got:?} (expected …{suffix})"
+                ));
             }
         }
         let body = response.text();

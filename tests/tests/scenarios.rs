@@ -26,6 +26,11 @@ fn every_scenario_passes_in_envoy() {
             failures.push(format!("{}: {problem}", s.name));
         }
     }
-    assert!(failures.is_empty(), "{} scenario problem(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} scenario problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!("{} scenarios passed in Envoy", scenarios.len());
 }

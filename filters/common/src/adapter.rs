@@ -4,12 +4,13 @@
 
 use crate::decision::{Decision, LocalResponse};
 use crate::exchange::Exchange;
-use crate::host::Host;
+use crate::host::{CalloutResponse, Host, RootHost, MAX_CALLOUT_BODY};
 use crate::policy::Policy;
 use crate::store::{SharedData, StoreError, Versioned};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
@@ -69,16 +70,221 @@ fn follow_host_log_level() {
 /// Registers `P` as this module's root context. Called from `export_policy!`.
 pub fn install<P: Policy>() {
     init_logging(P::NAME);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(PolicyRoot::<P> { policy: None })
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(PolicyRoot::<P> {
+            policy: None,
+            context_id,
+            next_policy_tick: Duration::ZERO,
+            ticking: false,
+        })
     });
+}
+
+/// Raw host calls whose SDK wrappers panic on an unexpected status (a trap): resuming a request that is
+/// already gone, or a host that refuses a tick period, must stay a logged no-op.
+#[allow(clashing_extern_declarations)]
+mod ffi {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        pub fn proxy_continue_stream(stream_type: u32) -> u32;
+        pub fn proxy_set_effective_context(context_id: u32) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    }
+}
+
+fn set_effective_context(context_id: u32) -> bool {
+    // SAFETY: plain integer arguments; the host validates the id.
+    unsafe { ffi::proxy_set_effective_context(context_id) == 0 }
+}
+
+fn continue_request() -> bool {
+    // SAFETY: plain integer argument (0 = the request stream).
+    unsafe { ffi::proxy_continue_stream(0) == 0 }
+}
+
+/// A paused request the root context can resume: type-erased so the registry needs no policy type.
+trait Resumable {
+    fn resume(&self, timed_out: bool) -> Decision;
+    fn max_pause(&self) -> Duration;
+}
+
+struct PausedRequest {
+    root_id: u32,
+    context_id: u32,
+    deadline: Duration,
+    handle: Rc<dyn Resumable>,
+}
+
+thread_local! {
+    /// Requests paused by a policy, waiting for its root context to resume them. Entries leave on resume
+    /// or when the request ends (on_log / on_done), so nothing outlives its request.
+    static PAUSED: RefCell<Vec<PausedRequest>> = const { RefCell::new(Vec::new()) };
+    /// Whether the host lets a root context resume a request (Envoy). ngx_wasm_module accepts
+    /// `proxy_set_effective_context` but ignores it, so there a pause is decided at once (as timed out).
+    static ROOT_RESUME: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets a root context's tick period, once: ngx_wasm_module traps on a second `set_tick_period`.
+fn set_root_tick(period: Duration) {
+    let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX).max(1);
+    // SAFETY: a plain integer argument.
+    if unsafe { ffi::proxy_set_tick_period_milliseconds(ms) } != 0 {
+        log::warn!("the host refused a tick period of {ms} ms");
+    }
+}
+
+fn unregister_paused(context_id: u32) {
+    PAUSED.with(|p| p.borrow_mut().retain(|e| e.context_id != context_id));
+}
+
+/// Resumes this root's paused requests: all of them when `wake_all`, else only those past their deadline
+/// (which get `timed_out = true`). A request the policy pauses again goes back with a fresh deadline if its
+/// wait had timed out.
+fn resume_paused(root_id: u32, now: Duration, wake_all: bool) {
+    let due: Vec<PausedRequest> = PAUSED.with(|p| {
+        let mut p = p.borrow_mut();
+        let (due, keep): (Vec<_>, Vec<_>) = p
+            .drain(..)
+            .partition(|e| e.root_id == root_id && (wake_all || e.deadline <= now));
+        *p = keep;
+        due
+    });
+    if due.is_empty() {
+        return;
+    }
+    for entry in due {
+        if !set_effective_context(entry.context_id) {
+            continue; // the request is gone
+        }
+        let timed_out = entry.deadline <= now;
+        match entry.handle.resume(timed_out) {
+            Decision::Continue => {
+                if !continue_request() {
+                    log::debug!("request {} could not be resumed", entry.context_id);
+                }
+            }
+            Decision::Respond(response) => send_local_response(&response),
+            Decision::Pause => {
+                let deadline = if timed_out {
+                    now + entry.handle.max_pause()
+                } else {
+                    entry.deadline
+                };
+                PAUSED.with(|p| p.borrow_mut().push(PausedRequest { deadline, ..entry }));
+            }
+        }
+    }
+    set_effective_context(root_id);
+}
+
+/// The root context's view of the host for [`Policy`] root hooks.
+struct ProxyRootHost {
+    store: ProxyHost,
+    wake: bool,
+}
+
+impl RootHost for ProxyRootHost {
+    fn now(&self) -> Duration {
+        self.store.now()
+    }
+
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.store
+    }
+
+    fn dispatch_http_call(
+        &mut self,
+        upstream: &str,
+        method: &str,
+        path: &str,
+        authority: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        let mut all = Vec::with_capacity(headers.len() + 3);
+        all.push((":method", method));
+        all.push((":path", path));
+        all.push((":authority", authority));
+        all.extend_from_slice(headers);
+        hostcalls::dispatch_http_call(upstream, all, body, Vec::new(), timeout)
+            .map_err(|status| format!("the host refused the call to {upstream:?}: {status:?}"))
+    }
+
+    fn wake_paused(&mut self) {
+        self.wake = true;
+    }
 }
 
 struct PolicyRoot<P: Policy> {
     policy: Option<Rc<P>>,
+    context_id: u32,
+    /// When the policy's own timer fires next (the host may tick early or late).
+    next_policy_tick: Duration,
+    /// Whether the tick period was set (it can be set only once on Kong).
+    ticking: bool,
 }
 
-impl<P: Policy> Context for PolicyRoot<P> {}
+impl<P: Policy> PolicyRoot<P> {
+    fn root_host() -> ProxyRootHost {
+        ProxyRootHost {
+            store: ProxyHost,
+            wake: false,
+        }
+    }
+
+    /// After every root callback: resume what is due (woken, or past its deadline; deadlines are checked
+    /// on each tick, so a pausing policy needs a `tick_period`).
+    fn finish(&mut self, host: ProxyRootHost) {
+        resume_paused(self.context_id, host.now(), host.wake);
+    }
+}
+
+impl<P: Policy> Context for PolicyRoot<P> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        let response = read_callout_response(body_size);
+        let mut host = Self::root_host();
+        policy.on_callout_response(&mut host, token_id, response);
+        self.finish(host);
+    }
+}
+
+/// The finished callout's answer; None when it failed (no `:status`: reset, timeout) or is oversized.
+fn read_callout_response(body_size: usize) -> Option<CalloutResponse> {
+    let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    let status = headers
+        .iter()
+        .find(|(n, _)| n == ":status")
+        .and_then(|(_, v)| v.parse::<u16>().ok())?;
+    if body_size > MAX_CALLOUT_BODY {
+        log::warn!(
+            "callout response body of {body_size} bytes exceeds {MAX_CALLOUT_BODY}: ignored"
+        );
+        return None;
+    }
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    Some(CalloutResponse {
+        status,
+        headers,
+        body,
+    })
+}
 
 impl<P: Policy> RootContext for PolicyRoot<P> {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -92,7 +298,20 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
         };
         match P::configure(&config) {
             Ok(policy) => {
-                self.policy = Some(Rc::new(policy));
+                let policy = Rc::new(policy);
+                self.policy = Some(policy.clone());
+                let mut host = Self::root_host();
+                let envoy = host.store.property(&["plugin_root_id"]).is_some();
+                ROOT_RESUME.with(|r| r.set(envoy));
+                if let Some(period) = policy.tick_period() {
+                    self.next_policy_tick = host.now() + period;
+                    if !self.ticking {
+                        set_root_tick(period);
+                        self.ticking = true;
+                    }
+                }
+                policy.on_start(&mut host);
+                self.finish(host);
                 true
             }
             Err(e) => {
@@ -102,13 +321,32 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        let mut host = Self::root_host();
+        if let Some(period) = policy.tick_period() {
+            let now = host.now();
+            if now >= self.next_policy_tick {
+                self.next_policy_tick = now + period;
+                policy.on_tick(&mut host);
+            }
+        }
+        self.finish(host);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Returning None would make the SDK panic; an unconfigured filter answers 500 instead of hanging.
         Some(Box::new(PolicyHttp {
             policy: self.policy.clone(),
-            state: P::State::default(),
-            ex: Exchange::new(Box::new(ProxyHost)),
-            started: false,
+            inner: Rc::new(RefCell::new(HttpInner {
+                state: P::State::default(),
+                ex: Exchange::new(Box::new(ProxyHost)),
+                started: false,
+            })),
+            context_id,
+            root_id: self.context_id,
         }))
     }
 
@@ -117,15 +355,89 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
     }
 }
 
-struct PolicyHttp<P: Policy> {
-    policy: Option<Rc<P>>,
+struct HttpInner<P: Policy> {
     state: P::State,
     ex: Exchange,
     /// Whether on_request_headers ran, so on_log runs only for requests the policy saw.
     started: bool,
 }
 
-impl<P: Policy> Context for PolicyHttp<P> {}
+struct PolicyHttp<P: Policy> {
+    policy: Option<Rc<P>>,
+    /// Shared with the paused-request registry while the request waits for its root context.
+    inner: Rc<RefCell<HttpInner<P>>>,
+    context_id: u32,
+    root_id: u32,
+}
+
+struct Resume<P: Policy> {
+    policy: Rc<P>,
+    inner: Rc<RefCell<HttpInner<P>>>,
+}
+
+impl<P: Policy> Resumable for Resume<P> {
+    fn resume(&self, timed_out: bool) -> Decision {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return Decision::Pause;
+        };
+        let inner = &mut *inner;
+        inner.ex.new_callback();
+        self.policy
+            .on_resume(&mut inner.state, &mut inner.ex, timed_out)
+    }
+
+    fn max_pause(&self) -> Duration {
+        self.policy.max_pause()
+    }
+}
+
+impl<P: Policy> PolicyHttp<P> {
+    /// Applies a request-phase decision; a pause registers the request for its root context to resume.
+    fn apply_request_decision(&self, policy: &Rc<P>, decision: Decision) -> Action {
+        if decision != Decision::Pause {
+            return apply(decision);
+        }
+        if !ROOT_RESUME.with(Cell::get) {
+            // No root-driven resume on this host: decide now, as if the wait had timed out.
+            let decision = match self.inner.try_borrow_mut() {
+                Ok(mut inner) => {
+                    let inner = &mut *inner;
+                    policy.on_resume(&mut inner.state, &mut inner.ex, true)
+                }
+                Err(_) => Decision::Continue,
+            };
+            return apply(match decision {
+                Decision::Pause => Decision::Respond(LocalResponse::json_error(
+                    503,
+                    "the request cannot wait on this host",
+                )),
+                other => other,
+            });
+        }
+        let now = ProxyHost.now();
+        PAUSED.with(|p| {
+            let mut p = p.borrow_mut();
+            p.retain(|e| e.context_id != self.context_id);
+            p.push(PausedRequest {
+                root_id: self.root_id,
+                context_id: self.context_id,
+                deadline: now + policy.max_pause(),
+                handle: Rc::new(Resume {
+                    policy: policy.clone(),
+                    inner: self.inner.clone(),
+                }),
+            });
+        });
+        Action::Pause
+    }
+}
+
+impl<P: Policy> Context for PolicyHttp<P> {
+    fn on_done(&mut self) -> bool {
+        unregister_paused(self.context_id);
+        true
+    }
+}
 
 /// Sends a local response; the host then stops the filter chain for this request.
 pub fn send_local_response(response: &LocalResponse) {
@@ -154,7 +466,7 @@ pub fn apply(decision: Decision) -> Action {
 }
 
 impl<P: Policy> HttpContext for PolicyHttp<P> {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(policy) = self.policy.clone() else {
             send_local_response(&LocalResponse::json_error(
                 500,
@@ -162,9 +474,17 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
             ));
             return Action::Pause;
         };
-        self.started = true;
-        self.ex.new_callback();
-        apply(policy.on_request_headers(&mut self.state, &mut self.ex))
+        let decision = {
+            let Ok(mut inner) = self.inner.try_borrow_mut() else {
+                return Action::Continue;
+            };
+            let inner = &mut *inner;
+            inner.started = true;
+            inner.ex.new_callback();
+            inner.ex.set_request_has_body(!end_of_stream);
+            policy.on_request_headers(&mut inner.state, &mut inner.ex)
+        };
+        self.apply_request_decision(&policy, decision)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -176,22 +496,45 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
         else {
             return Action::Continue;
         };
-        self.ex.new_callback();
-        apply(policy.on_request_body(&mut self.state, &mut self.ex, body_size, end_of_stream))
+        let decision = {
+            let Ok(mut inner) = self.inner.try_borrow_mut() else {
+                return Action::Continue;
+            };
+            let inner = &mut *inner;
+            inner.ex.new_callback();
+            policy.on_request_body(&mut inner.state, &mut inner.ex, body_size, end_of_stream)
+        };
+        // Body buffering pauses are the host's own (more data resumes them), not root-resumed waits.
+        apply(decision)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.clone().filter(|_| self.started) else {
+        let Some(policy) = self.policy.clone() else {
             return Action::Continue;
         };
-        self.ex.new_callback();
-        apply(policy.on_response_headers(&mut self.state, &mut self.ex))
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let inner = &mut *inner;
+        if !inner.started {
+            return Action::Continue;
+        }
+        inner.ex.new_callback();
+        apply(policy.on_response_headers(&mut inner.state, &mut inner.ex))
     }
 
     fn on_log(&mut self) {
-        if let Some(policy) = self.policy.clone().filter(|_| self.started) {
-            self.ex.new_callback();
-            policy.on_log(&mut self.state, &mut self.ex);
+        unregister_paused(self.context_id);
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        let inner = &mut *inner;
+        if inner.started {
+            inner.ex.new_callback();
+            policy.on_log(&mut inner.state, &mut inner.ex);
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Exchange {
     route_id: Lazy<Option<String>>,
     request_id: Lazy<Option<String>>,
     now: Lazy<Duration>,
+    /// Whether a body follows the request headers, as the host reported it (`None`: not reported).
+    request_has_body: Option<bool>,
 }
 
 impl Exchange {
@@ -31,6 +33,7 @@ impl Exchange {
             route_id: None,
             request_id: None,
             now: None,
+            request_has_body: None,
         }
     }
 
@@ -47,6 +50,19 @@ impl Exchange {
     /// Microseconds since the Unix epoch (the unit of shared-data expiries).
     pub fn now_us(&mut self) -> u64 {
         u64::try_from(self.now().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Records whether a body follows the request headers (the adapter passes the host's
+    /// `!end_of_stream` of the request-headers callback).
+    pub fn set_request_has_body(&mut self, has_body: bool) {
+        self.request_has_body = Some(has_body);
+    }
+
+    /// Whether a body follows the request headers, when the host said so. Envoy removes
+    /// `transfer-encoding` from HTTP/1 requests and HTTP/2 bodies need no length header, so this is the
+    /// only reliable signal for a body of unknown length; `None` in unit tests unless set.
+    pub fn request_has_body(&self) -> Option<bool> {
+        self.request_has_body
     }
 
     /// Forgets values that may change between callbacks (the clock).

@@ -30,3 +30,47 @@ pub trait Host {
 
     fn shared_data(&mut self) -> &mut dyn SharedData;
 }
+
+/// The answer to a callout made with [`RootHost::dispatch_http_call`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CalloutResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The body, read under [`MAX_CALLOUT_BODY`] (a larger body makes the callout count as failed).
+    pub body: Vec<u8>,
+}
+
+impl CalloutResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Largest callout response body the adapter reads; bigger answers are reported as a failed callout.
+pub const MAX_CALLOUT_BODY: usize = 1 << 20;
+
+/// What a policy may ask of the proxy outside any request: from the root context (start, timer, callouts).
+pub trait RootHost {
+    /// Wall-clock time since the Unix epoch, as the host reports it.
+    fn now(&self) -> Duration;
+    fn shared_data(&mut self) -> &mut dyn SharedData;
+    /// Starts an HTTP callout; its answer arrives in `Policy::on_callout_response` with the returned token.
+    /// `upstream`: Envoy cluster name, or Kong `host:port`; `path` with query; `authority` sets `:authority`.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_http_call(
+        &mut self,
+        upstream: &str,
+        method: &str,
+        path: &str,
+        authority: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// Resumes every request paused by this policy (each gets `on_resume(timed_out = false)`), once the
+    /// current root callback returns.
+    fn wake_paused(&mut self);
+}

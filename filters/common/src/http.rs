@@ -53,6 +53,10 @@ pub fn sanitize_header_value(value: &str, max_bytes: usize) -> String {
     let mut out = String::with_capacity(value.len().min(max_bytes));
     for c in value.trim().chars() {
         let c = if c.is_control() && c != '\t' { ' ' } else { c };
+        // a control character mapped to a space must not leave leading whitespace (found by fuzzing)
+        if out.is_empty() && c.is_whitespace() {
+            continue;
+        }
         if out.len() + c.len_utf8() > max_bytes {
             break;
         }
@@ -148,6 +152,14 @@ mod tests {
         assert_eq!(sanitize_header_value("ééé", 5), "éé");
         let s = sanitize_header_value("x\u{0}y\u{1b}z", 64);
         assert!(is_valid_header_value(&s), "{s:?}");
+    }
+
+    #[test]
+    fn sanitising_a_leading_control_character_leaves_no_leading_space() {
+        // fuzz/http crash-9c840073: "\x05 a\xd9b\r\nc" kept the spaces after the control byte
+        let v = String::from_utf8_lossy(b"\x05 a\xd9b\r\nc").into_owned();
+        assert_eq!(sanitize_header_value(&v, 64), "a\u{fffd}b  c");
+        assert_eq!(sanitize_header_value("\u{1}\t\u{2} x \u{3}", 64), "x");
     }
 
     #[test]

@@ -4,13 +4,15 @@
 use crate::config::ConfigError;
 use crate::decision::Decision;
 use crate::exchange::Exchange;
+use crate::host::{CalloutResponse, RootHost};
+use std::time::Duration;
 
 pub trait Policy: Sized + 'static {
     /// The filter's name: its `.wasm` file, its Kong filter name and its log prefix.
     const NAME: &'static str;
 
     /// Per-request state the policy carries from one callback to the next.
-    type State: Default;
+    type State: Default + 'static;
 
     /// Parses and validates the JSON configuration. Errors name the offending field's path.
     fn configure(config: &[u8]) -> Result<Self, ConfigError>;
@@ -43,4 +45,46 @@ pub trait Policy: Sized + 'static {
     /// The request is complete (also after resets and local responses); runs for every policy that saw
     /// the request headers.
     fn on_log(&self, _state: &mut Self::State, _ex: &mut Exchange) {}
+
+    // ---- Root-context hooks (timer, callouts, paused requests). All default to no-ops. Policies keep the
+    // state these hooks update in `Cell`/`RefCell` fields: a wasm VM is single-threaded.
+
+    /// Timer period the policy needs on the root context (JWKS refresh, batch flush). None = no timer.
+    /// Set once at configure (Kong cannot change it). A policy that pauses requests needs one: paused
+    /// requests' `max_pause` deadlines are checked on each tick.
+    fn tick_period(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Runs once, right after a successful configure (start the first fetch, …).
+    fn on_start(&self, _root: &mut dyn RootHost) {}
+
+    /// Runs every `tick_period`.
+    fn on_tick(&self, _root: &mut dyn RootHost) {}
+
+    /// A callout made with [`RootHost::dispatch_http_call`] finished; `response` is None on failure or timeout.
+    fn on_callout_response(
+        &self,
+        _root: &mut dyn RootHost,
+        _token: u32,
+        _response: Option<CalloutResponse>,
+    ) {
+    }
+
+    /// A request this policy paused (`Decision::Pause` from `on_request_headers`/`on_request_body`) is
+    /// resumed: decide again now (the awaited data arrived, or the wait timed out).
+    fn on_resume(
+        &self,
+        _state: &mut Self::State,
+        _ex: &mut Exchange,
+        _timed_out: bool,
+    ) -> Decision {
+        Decision::Continue
+    }
+
+    /// Longest a paused request may wait before `on_resume(timed_out = true)`. Hosts that cannot resume a
+    /// request from the root context (ngx_wasm_module) call `on_resume(timed_out = true)` right away.
+    fn max_pause(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }

@@ -87,14 +87,16 @@ pub fn peer_ip(host: &dyn Host) -> Option<IpAddr> {
         .and_then(|s| parse_address(&s))
 }
 
-/// Tries the Envoy name, then the Kong name (or only the one that matches a learned flavor).
-fn string_property(host: &dyn Host, envoy: &[&str], kong: &[&str]) -> Option<String> {
+/// Tries the Envoy names in order, then the Kong name (or only those that match a learned flavor).
+fn string_property(host: &dyn Host, envoy: &[&[&str]], kong: &[&str]) -> Option<String> {
     let f = flavor();
     if f != Flavor::Kong {
-        if let Some(v) = host.property(envoy).and_then(|b| decode_string(&b)) {
-            if !v.is_empty() {
-                learn(Flavor::Envoy);
-                return Some(v);
+        for name in envoy {
+            if let Some(v) = host.property(name).and_then(|b| decode_string(&b)) {
+                if !v.is_empty() {
+                    learn(Flavor::Envoy);
+                    return Some(v);
+                }
             }
         }
     }
@@ -109,14 +111,24 @@ fn string_property(host: &dyn Host, envoy: &[&str], kong: &[&str]) -> Option<Str
     None
 }
 
-/// Envoy: the matched route's name (`route_name`). Kong: the route's id (`kong.route_id`).
+/// Envoy: the matched route's name (`xds.route_name`; Envoy 1.40 no longer answers the older top-level
+/// `route_name`, still tried second). Kong: the route's id (`kong.route_id`).
 pub fn route_id(host: &dyn Host) -> Option<String> {
-    string_property(host, &["route_name"], &["kong", "route_id"])
+    string_property(
+        host,
+        &[&["xds", "route_name"], &["route_name"]],
+        &["kong", "route_id"],
+    )
 }
 
-/// Envoy: the upstream cluster's name (`cluster_name`). Kong: the service's id (`kong.service_id`).
+/// Envoy: the upstream cluster's name (`xds.cluster_name`, then the older `cluster_name`). Kong: the
+/// service's id (`kong.service_id`).
 pub fn service_id(host: &dyn Host) -> Option<String> {
-    string_property(host, &["cluster_name"], &["kong", "service_id"])
+    string_property(
+        host,
+        &[&["xds", "cluster_name"], &["cluster_name"]],
+        &["kong", "service_id"],
+    )
 }
 
 /// The response status code once the response has started (Envoy `response.code`, integer-encoded;
@@ -127,10 +139,39 @@ pub fn response_status(host: &dyn Host) -> Option<u16> {
         .and_then(|c| u16::try_from(c).ok())
 }
 
+/// Sends this request to another upstream `host:port`. Kong: sets `kong.service.target` (a setter-only
+/// property of ngx_wasm_module's Kong integration). Envoy has no such property (it routes by route match,
+/// e.g. on a header the filter sets): skipped once the host is known to be Envoy, and otherwise harmless
+/// there (Envoy stores unknown properties as filter state). Returns whether the host accepted it.
+pub fn set_upstream_target(host: &mut dyn Host, target: &str) -> bool {
+    if flavor() == Flavor::Envoy {
+        return false;
+    }
+    host.set_property(&["kong", "service", "target"], target.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::FakeHost;
+
+    #[test]
+    fn upstream_target_is_kongs_service_target_property() {
+        reset_flavor();
+        let mut kong = FakeHost::new();
+        assert!(set_upstream_target(&mut kong, "10.0.0.7:8080"));
+        assert_eq!(
+            kong.property_value(&["kong", "service", "target"])
+                .as_deref(),
+            Some(&b"10.0.0.7:8080"[..])
+        );
+        // A known Envoy has no such property: nothing is written.
+        let mut envoy = FakeHost::new().with_property(&["route_name"], b"r");
+        assert!(route_id(&envoy).is_some());
+        assert!(!set_upstream_target(&mut envoy, "10.0.0.7:8080"));
+        assert_eq!(envoy.property_value(&["kong", "service", "target"]), None);
+        reset_flavor();
+    }
 
     #[test]
     fn integers_decode_from_both_encodings() {
@@ -209,5 +250,13 @@ mod tests {
         assert_eq!(response_status(&kong), Some(503));
         reset_flavor();
         assert_eq!(route_id(&FakeHost::new()), None);
+
+        reset_flavor();
+        let envoy_1_40 = FakeHost::new()
+            .with_property(&["xds", "route_name"], b"orders")
+            .with_property(&["xds", "cluster_name"], b"orders_backend");
+        assert_eq!(route_id(&envoy_1_40).as_deref(), Some("orders"));
+        assert_eq!(service_id(&envoy_1_40).as_deref(), Some("orders_backend"));
+        reset_flavor();
     }
 }

@@ -112,7 +112,8 @@ pub fn kong_meta<T: JsonSchema>() -> Value {
 }
 
 /// Rewrites draft-7 keywords that draft 4 (Kong's validator) lacks: `const` → one-value `enum`, numeric
-/// `exclusiveMinimum/Maximum` → the draft-4 boolean form; drops `$schema`, `title` at the root, `examples`.
+/// `exclusiveMinimum/Maximum` → the draft-4 boolean form; drops `$schema`, `examples` and non-standard
+/// `format`s.
 fn to_draft4(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -120,6 +121,15 @@ fn to_draft4(value: &mut Value) {
             map.remove("examples");
             map.remove("$defs");
             map.remove("definitions");
+            // schemars marks Rust number types ("uint32", "double"): not draft-4 formats, so drop them.
+            let standard = ["date-time", "email", "hostname", "ipv4", "ipv6", "uri"];
+            if map
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| !standard.contains(&f))
+            {
+                map.remove("format");
+            }
             if let Some(c) = map.remove("const") {
                 map.insert("enum".into(), Value::Array(vec![c]));
             }
@@ -196,6 +206,11 @@ mod tests {
         let modes = s["properties"]["mode"].to_string();
         assert!(modes.contains("allow") && modes.contains("deny"), "{modes}");
         assert_eq!(s["properties"]["timeout"]["default"], "1s");
+        assert!(
+            s["properties"]["share"].get("format").is_none(),
+            "{}",
+            s["properties"]["share"]
+        );
         assert_eq!(s["properties"]["mode"]["default"], "allow");
         assert_eq!(kong_meta::<Sample>()["config_schema"], s);
     }

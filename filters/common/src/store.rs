@@ -41,11 +41,49 @@ pub struct Versioned {
 }
 
 /// Host shared data. `cas = 0` on `set` means "only if the key does not exist yet" is *not* guaranteed by
-/// every host, so [`cas_update`] always writes with the cas it read (0 when the key was absent).
+/// every host (Envoy writes unconditionally), so [`cas_update`] creates absent keys with
+/// [`SharedData::create`] and otherwise writes with the cas it read.
 pub trait SharedData {
     fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
+
+    /// Writes `value` only if `key` does not exist: `Ok(true)` when created, `Ok(false)` when the key exists
+    /// (nothing written). Never overwrites, on either host:
+    /// - Envoy (proxy-wasm-cpp-host) ignores the cas of a missing key and treats `cas = 0` on an existing key
+    ///   as unconditional. So the first try passes [`CREATE_CAS`], a non-zero cas: a missing key is created,
+    ///   an existing one answers CasMismatch (its cas is the global write counter's value at its last write,
+    ///   which equals [`CREATE_CAS`] only for the 4 294 967 295th write of the process, and only then once).
+    /// - ngx_wasm_module (Kong) compares the cas strictly: a non-zero cas on a missing key is a mismatch and
+    ///   `cas = 0` means "create if absent", atomically. So after a mismatch we look again: still absent (only
+    ///   possible on such a host, since neither host deletes keys we never delete) → `cas = 0` create.
+    fn create(&mut self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        create_if_absent(self, key, value)
+    }
 }
+
+/// The host-portable implementation of [`SharedData::create`] (see there), for stores that override it.
+pub fn create_if_absent<S: SharedData + ?Sized>(
+    store: &mut S,
+    key: &str,
+    value: &[u8],
+) -> Result<bool, StoreError> {
+    match store.set(key, value, CREATE_CAS) {
+        Ok(()) => return Ok(true),
+        Err(StoreError::CasMismatch) => {}
+        Err(e) => return Err(e),
+    }
+    if store.get(key)?.is_some() {
+        return Ok(false);
+    }
+    match store.set(key, value, 0) {
+        Ok(()) => Ok(true),
+        Err(StoreError::CasMismatch) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The cas [`SharedData::create`] passes first: never the cas of a live key in practice (see there).
+pub const CREATE_CAS: u32 = u32::MAX;
 
 /// Most retries a single update makes before reporting [`StoreError::Contended`].
 pub const MAX_CAS_RETRIES: usize = 16;
@@ -67,6 +105,14 @@ pub fn cas_update<T>(
         let Some(new_value) = new_value else {
             return Ok(result);
         };
+        if current.is_none() {
+            // Never `set(.., 0)` here: on Envoy that would overwrite a value another worker just created.
+            match store.create(key, &new_value) {
+                Ok(true) => return Ok(result),
+                Ok(false) => continue,
+                Err(e) => return Err(e),
+            }
+        }
         match store.set(key, &new_value, cas) {
             Ok(()) => return Ok(result),
             Err(StoreError::CasMismatch) => continue,
@@ -91,6 +137,7 @@ pub fn fingerprint(key: &str) -> u64 {
 pub struct BoundedKeys {
     namespace: String,
     slots: u64,
+    probes: u64,
 }
 
 /// Record layout: fingerprint (8 bytes LE) | expires_at in µs since epoch (8 bytes LE) | payload.
@@ -102,7 +149,22 @@ impl BoundedKeys {
         BoundedKeys {
             namespace: format!("{ZONE}/{namespace}"),
             slots: slots.max(1),
+            probes: PROBES,
         }
+    }
+
+    /// Sets how many consecutive slots a key may probe (1..=`PROBES`). With 1 a key has exactly one slot,
+    /// so two workers can never create two records for one key (with several probes they can, when a
+    /// record in an earlier probe slot expires between their reads): use 1 when every update must be seen
+    /// by every later one (exact counters); a key whose slot holds another live key gets `Full`.
+    pub fn with_probes(mut self, probes: u64) -> Self {
+        self.probes = probes.clamp(1, PROBES);
+        self
+    }
+
+    /// The shared-data key of slot `slot` (for tests and diagnostics).
+    pub fn slot_key_of(&self, slot: u64) -> String {
+        self.slot_key(slot)
     }
 
     pub fn slots(&self) -> u64 {
@@ -124,7 +186,17 @@ impl BoundedKeys {
     ) -> Result<T, StoreError> {
         let fp = fingerprint(key);
         let home = fp % self.slots;
-        for probe in 0..PROBES.min(self.slots) {
+        let probes = self.probes.min(self.slots);
+        // The key's own live record comes first wherever it sits in the probe window: otherwise a slot that
+        // frees up earlier in the window would get a second, fresh record and hide the live one.
+        let start = if probes > 1 {
+            self.live_probe(store, fp, home, probes, now_us)?
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        for k in 0..probes {
+            let probe = (start + k) % probes;
             let slot_key = self.slot_key((home + probe) % self.slots);
             // Whether this slot can hold `key`: decided inside the CAS loop, on the value actually read.
             let mut usable = true;
@@ -153,6 +225,27 @@ impl BoundedKeys {
         Err(StoreError::Full)
     }
 
+    /// The probe index (0-based from the home slot) of the slot holding a live record of fingerprint `fp`.
+    fn live_probe(
+        &self,
+        store: &dyn SharedData,
+        fp: u64,
+        home: u64,
+        probes: u64,
+        now_us: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        for probe in 0..probes {
+            if let Some(v) = store.get(&self.slot_key((home + probe) % self.slots))? {
+                if let Some((owner, expires, _)) = decode_record(&v.value) {
+                    if owner == fp && expires > now_us {
+                        return Ok(Some(probe));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The live payload of `key`, if any (no write).
     pub fn get(
         &self,
@@ -162,7 +255,7 @@ impl BoundedKeys {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let fp = fingerprint(key);
         let home = fp % self.slots;
-        for probe in 0..PROBES.min(self.slots) {
+        for probe in 0..self.probes.min(self.slots) {
             if let Some(v) = store.get(&self.slot_key((home + probe) % self.slots))? {
                 if let Some((owner, expires, payload)) = decode_record(&v.value) {
                     if owner == fp && expires > now_us {
@@ -266,6 +359,96 @@ mod tests {
         // once the records expire, new keys find room again
         assert_eq!(bump(&keys, &mut store, "late", 2_000), Ok(1));
         assert!(store.len() <= 64);
+    }
+
+    #[test]
+    fn create_never_overwrites_an_existing_key_on_either_host() {
+        for mut store in [MemoryStore::default(), MemoryStore::envoy()] {
+            assert_eq!(store.create("k", b"first"), Ok(true));
+            assert_eq!(store.create("k", b"second"), Ok(false));
+            assert_eq!(store.get("k").unwrap().unwrap().value, b"first");
+        }
+    }
+
+    #[test]
+    fn a_stale_first_write_cannot_clobber_a_value_another_worker_created() {
+        // Worker B reads "absent"; before B writes, worker A creates the key and updates it twice. B's write
+        // must fail and B must recompute from A's value (on Envoy a plain `set(.., 0)` would erase A's work).
+        use crate::testing::SharedMemoryStore;
+        for memory in [MemoryStore::default(), MemoryStore::envoy()] {
+            let shared = SharedMemoryStore(std::rc::Rc::new(std::cell::RefCell::new(memory)));
+            let mut worker_a = shared.clone();
+            let mut worker_b = shared.clone();
+            let mut seen = Vec::new();
+            let b = cas_update(&mut worker_b, "n", |cur| {
+                let n = cur
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                seen.push(n);
+                if seen.len() == 1 {
+                    // A runs between B's read and B's write
+                    assert_eq!(incr(&mut worker_a, "n"), Ok(1));
+                    assert_eq!(incr(&mut worker_a, "n"), Ok(2));
+                }
+                (Some((n + 1).to_le_bytes().to_vec()), n + 1)
+            });
+            assert_eq!(seen, vec![0, 2], "B retried from A's value");
+            assert_eq!(b, Ok(3));
+            assert_eq!(incr(&mut worker_a, "n"), Ok(4));
+        }
+    }
+
+    #[test]
+    fn envoy_semantics_let_cas_zero_overwrite_which_is_why_create_exists() {
+        let mut store = MemoryStore::envoy();
+        store.set("k", b"a", 0).unwrap();
+        store.set("k", b"b", 0).unwrap();
+        assert_eq!(store.get("k").unwrap().unwrap().value, b"b");
+    }
+
+    #[test]
+    fn a_single_probe_table_keeps_one_record_per_key() {
+        let keys = BoundedKeys::new("one", 8).with_probes(1);
+        let mut store = MemoryStore::default();
+        let mut full = 0;
+        for i in 0..100 {
+            match bump(&keys, &mut store, &format!("k{i}"), 0) {
+                Ok(_) => {}
+                Err(StoreError::Full) => full += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(store.len() <= 8);
+        assert_eq!(
+            full,
+            100 - store.len(),
+            "every key that found no slot says so"
+        );
+    }
+
+    #[test]
+    fn a_live_record_later_in_the_window_wins_over_an_earlier_free_slot() {
+        // Find two keys with the same home slot: the second one lands in the next probe slot.
+        let keys = BoundedKeys::new("order", 16);
+        let home = |k: &str| fingerprint(k) % 16;
+        let first = "k0".to_string();
+        let second = (1..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| home(k) == home(&first))
+            .unwrap();
+        let mut store = MemoryStore::default();
+        let bump_until = |store: &mut MemoryStore, key: &str, now: u64, expires: u64| {
+            keys.update(store, key, now, |cur| {
+                let n = cur.and_then(|p| p.first().copied()).unwrap_or(0) + 1;
+                (Some((vec![n], expires)), n)
+            })
+        };
+        assert_eq!(bump_until(&mut store, &first, 0, 100), Ok(1)); // home slot, expires at 100
+        assert_eq!(bump_until(&mut store, &second, 0, 10_000), Ok(1)); // next slot
+                                                                       // the first key's record expires: its (earlier) slot is free, yet `second` keeps counting in its own
+        assert_eq!(bump_until(&mut store, &second, 200, 10_000), Ok(2));
+        assert_eq!(keys.get(&store, &second, 200).unwrap(), Some(vec![2]));
     }
 
     #[test]

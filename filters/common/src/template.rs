@@ -2,7 +2,8 @@
 //! request through the [`Exchange`] (so each source is read from the host once).
 //!
 //! Variables: `client_ip`, `request_id`, `method`, `path` (without query), `path_and_query`, `host`,
-//! `route_id`, `header.<name>`, `query.<name>`. `$$` is a literal `$`.
+//! `route_id`, `service_id` (Kong service id; Envoy cluster name), `header.<name>`, `query.<name>`.
+//! `$$` is a literal `$`.
 
 use crate::exchange::Exchange;
 use crate::http::HeaderName;
@@ -17,11 +18,13 @@ pub enum Var {
     PathAndQuery,
     Host,
     RouteId,
+    /// Kong: `kong.service_id`; Envoy: the upstream cluster's name.
+    ServiceId,
     Header(HeaderName),
     Query(String),
 }
 
-pub const VARIABLES: &str = "client_ip, request_id, method, path, path_and_query, host, route_id, header.<name>, query.<name>";
+pub const VARIABLES: &str = "client_ip, request_id, method, path, path_and_query, host, route_id, service_id, header.<name>, query.<name>";
 
 /// Longest header value a template may produce; longer results are cut (request headers can be large).
 pub const MAX_RENDERED_HEADER_BYTES: usize = 8 * 1024;
@@ -69,6 +72,7 @@ impl Var {
             "path_and_query" => Var::PathAndQuery,
             "host" => Var::Host,
             "route_id" => Var::RouteId,
+            "service_id" => Var::ServiceId,
             _ => {
                 if let Some(h) = name.strip_prefix("header.") {
                     Var::Header(HeaderName::parse(h)?)
@@ -93,6 +97,7 @@ impl Var {
             Var::PathAndQuery => ex.path_and_query().map(str::to_owned),
             Var::Host => ex.authority().map(str::to_owned),
             Var::RouteId => ex.route_id().map(str::to_owned),
+            Var::ServiceId => crate::props::service_id(&*ex.host()),
             Var::Header(name) => ex.request_header(name.as_str()).map(str::to_owned),
             Var::Query(name) => ex.query_param(name).map(str::to_owned),
         }

@@ -1,7 +1,7 @@
 //! In-memory host for unit tests of policies, natively and under wasm32-wasip1. Cloning a [`FakeHost`] gives
 //! another handle to the same request, so a test can hand one to an `Exchange` and inspect the other.
 
-use crate::host::Host;
+use crate::host::{Host, RootHost};
 use crate::store::{SharedData, StoreError, Versioned};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,9 +14,20 @@ pub struct MemoryStore {
     entries: HashMap<String, Versioned>,
     next_cas: u32,
     forced_mismatches: usize,
+    /// Envoy's rules instead of the strict ones (see [`MemoryStore::envoy`]).
+    envoy_cas: bool,
 }
 
 impl MemoryStore {
+    /// A store with Envoy's (proxy-wasm-cpp-host's) cas rules: `cas = 0` overwrites an existing key
+    /// unconditionally and any cas creates a missing key. The default store follows ngx_wasm_module's strict
+    /// rule (the cas must equal the key's, 0 for a missing key).
+    pub fn envoy() -> Self {
+        MemoryStore {
+            envoy_cas: true,
+            ..Self::default()
+        }
+    }
     /// The next `n` writes fail with a CAS mismatch, as if another worker had just written.
     pub fn inject_cas_mismatches(&mut self, n: usize) {
         self.forced_mismatches = n;
@@ -47,8 +58,13 @@ impl SharedData for MemoryStore {
             }
             return Err(StoreError::CasMismatch);
         }
-        let current = self.entries.get(key).map_or(0, |v| v.cas);
-        if cas != current {
+        let current = self.entries.get(key).map(|v| v.cas);
+        let accepted = match (self.envoy_cas, current) {
+            (true, None) => true,
+            (true, Some(c)) => cas == 0 || cas == c,
+            (false, c) => cas == c.unwrap_or(0),
+        };
+        if !accepted {
             return Err(StoreError::CasMismatch);
         }
         self.next_cas += 1;
@@ -60,6 +76,19 @@ impl SharedData for MemoryStore {
             },
         );
         Ok(())
+    }
+
+    fn create(&mut self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        if self.envoy_cas {
+            crate::store::create_if_absent(self, key, value)
+        } else {
+            // the strict rule makes `cas = 0` an atomic create-if-absent (as in ngx_wasm_module): one write
+            match self.set(key, value, 0) {
+                Ok(()) => Ok(true),
+                Err(StoreError::CasMismatch) => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
     }
 }
 
@@ -73,6 +102,9 @@ impl SharedData for SharedMemoryStore {
     }
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
         self.0.borrow_mut().set(key, value, cas)
+    }
+    fn create(&mut self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        self.0.borrow_mut().create(key, value)
     }
 }
 
@@ -258,5 +290,257 @@ impl Host for FakeHost {
 
     fn shared_data(&mut self) -> &mut dyn SharedData {
         &mut self.store
+    }
+}
+
+/// A callout recorded by [`FakeRootHost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchedCall {
+    pub token: u32,
+    pub upstream: String,
+    pub method: String,
+    pub path: String,
+    pub authority: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// In-memory root context for tests of `on_start`/`on_tick`/`on_callout_response`: records every callout
+/// (tokens count up from 1) and every `wake_paused`. Share `store` with [`FakeHost`]s (`with_store`) to model
+/// one VM's shared data seen by the root and by requests.
+#[derive(Debug, Default)]
+pub struct FakeRootHost {
+    pub now: Duration,
+    pub store: SharedMemoryStore,
+    pub calls: Vec<DispatchedCall>,
+    /// How many times the policy asked to resume its paused requests.
+    pub wakes: usize,
+    /// When set, `dispatch_http_call` fails with this message (unknown cluster, …).
+    pub dispatch_error: Option<String>,
+    next_token: u32,
+}
+
+impl FakeRootHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn at(mut self, now: Duration) -> Self {
+        self.now = now;
+        self
+    }
+
+    pub fn with_store(mut self, store: &SharedMemoryStore) -> Self {
+        self.store = store.clone();
+        self
+    }
+
+    /// The most recent callout, if any.
+    pub fn last_call(&self) -> Option<&DispatchedCall> {
+        self.calls.last()
+    }
+}
+
+impl RootHost for FakeRootHost {
+    fn now(&self) -> Duration {
+        self.now
+    }
+
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.store
+    }
+
+    fn dispatch_http_call(
+        &mut self,
+        upstream: &str,
+        method: &str,
+        path: &str,
+        authority: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        if let Some(e) = &self.dispatch_error {
+            return Err(e.clone());
+        }
+        self.next_token += 1;
+        self.calls.push(DispatchedCall {
+            token: self.next_token,
+            upstream: upstream.to_string(),
+            method: method.to_string(),
+            path: path.to_string(),
+            authority: authority.to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.map(<[u8]>::to_vec),
+            timeout,
+        });
+        Ok(self.next_token)
+    }
+
+    fn wake_paused(&mut self) {
+        self.wakes += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Decision;
+    use crate::exchange::Exchange;
+    use crate::host::CalloutResponse;
+    use crate::policy::Policy;
+    use crate::ConfigError;
+    use std::cell::{Cell, RefCell};
+
+    /// A policy using every root hook: fetches a value on start, stores it in shared data when the callout
+    /// answers, pauses requests until then.
+    #[derive(Default)]
+    struct Fetcher {
+        pending: Cell<Option<u32>>,
+        value: RefCell<Option<Vec<u8>>>,
+    }
+
+    impl Policy for Fetcher {
+        const NAME: &'static str = "fetcher";
+        type State = ();
+        fn configure(_: &[u8]) -> Result<Self, ConfigError> {
+            Ok(Fetcher::default())
+        }
+        fn tick_period(&self) -> Option<Duration> {
+            Some(Duration::from_secs(30))
+        }
+        fn on_start(&self, root: &mut dyn RootHost) {
+            let token = root.dispatch_http_call(
+                "keys",
+                "GET",
+                "/v?x=1",
+                "keys.test",
+                &[("accept", "text/plain")],
+                None,
+                Duration::from_secs(2),
+            );
+            self.pending.set(token.ok());
+        }
+        fn on_callout_response(
+            &self,
+            root: &mut dyn RootHost,
+            token: u32,
+            response: Option<CalloutResponse>,
+        ) {
+            if self.pending.get() != Some(token) {
+                return;
+            }
+            if let Some(r) = response.filter(|r| r.status == 200) {
+                let _ = root.shared_data().set("portcullis/fetcher", &r.body, 0);
+                *self.value.borrow_mut() = Some(r.body);
+                root.wake_paused();
+            }
+        }
+        fn on_request_headers(&self, _: &mut (), _: &mut Exchange) -> Decision {
+            if self.value.borrow().is_some() {
+                Decision::Continue
+            } else {
+                Decision::Pause
+            }
+        }
+        fn on_resume(&self, _: &mut (), _: &mut Exchange, timed_out: bool) -> Decision {
+            match (self.value.borrow().is_some(), timed_out) {
+                (true, _) => Decision::Continue,
+                (false, true) => {
+                    Decision::Respond(crate::LocalResponse::json_error(503, "no value"))
+                }
+                (false, false) => Decision::Pause,
+            }
+        }
+    }
+
+    #[test]
+    fn fake_root_records_callouts_and_wakes() {
+        let store = SharedMemoryStore::default();
+        let mut root = FakeRootHost::new()
+            .at(Duration::from_secs(9))
+            .with_store(&store);
+        let p = Fetcher::configure(b"").unwrap();
+        assert_eq!(p.tick_period(), Some(Duration::from_secs(30)));
+        p.on_start(&mut root);
+        let call = root.last_call().unwrap().clone();
+        assert_eq!(
+            (call.token, call.upstream.as_str(), call.method.as_str()),
+            (1, "keys", "GET")
+        );
+        assert_eq!(
+            (call.path.as_str(), call.authority.as_str()),
+            ("/v?x=1", "keys.test")
+        );
+        assert_eq!(
+            call.headers,
+            vec![("accept".to_string(), "text/plain".to_string())]
+        );
+        assert_eq!(call.timeout, Duration::from_secs(2));
+
+        let mut ex = Exchange::new(Box::new(FakeHost::request("GET", "/").with_store(&store)));
+        assert_eq!(p.on_request_headers(&mut (), &mut ex), Decision::Pause);
+        assert_eq!(p.on_resume(&mut (), &mut ex, false), Decision::Pause);
+
+        // an answer to an unknown token changes nothing
+        p.on_callout_response(&mut root, 99, None);
+        assert_eq!(root.wakes, 0);
+        let ok = CalloutResponse {
+            status: 200,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"v1".to_vec(),
+        };
+        assert_eq!(ok.header("content-type"), Some("text/plain"));
+        p.on_callout_response(&mut root, 1, Some(ok));
+        assert_eq!(root.wakes, 1);
+        assert_eq!(p.on_resume(&mut (), &mut ex, false), Decision::Continue);
+        // the request side sees what the root stored: one VM, one store
+        let seen = ex.host().shared_data().get("portcullis/fetcher").unwrap();
+        assert_eq!(seen.map(|v| v.value), Some(b"v1".to_vec()));
+    }
+
+    #[test]
+    fn a_refused_dispatch_is_an_error_not_a_token() {
+        let mut root = FakeRootHost {
+            dispatch_error: Some("unknown cluster".into()),
+            ..FakeRootHost::default()
+        };
+        let p = Fetcher::configure(b"").unwrap();
+        p.on_start(&mut root);
+        assert!(root.calls.is_empty());
+        assert_eq!(p.pending.get(), None);
+        let mut ex = Exchange::new(Box::new(FakeHost::request("GET", "/")));
+        assert!(matches!(
+            p.on_resume(&mut (), &mut ex, true),
+            Decision::Respond(r) if r.status == 503
+        ));
+    }
+
+    /// A policy that uses none of the hooks keeps the no-op defaults.
+    struct Plain;
+    impl Policy for Plain {
+        const NAME: &'static str = "plain";
+        type State = ();
+        fn configure(_: &[u8]) -> Result<Self, ConfigError> {
+            Ok(Plain)
+        }
+    }
+
+    #[test]
+    fn root_hooks_default_to_no_ops() {
+        let mut root = FakeRootHost::new();
+        let p = Plain;
+        assert_eq!(p.tick_period(), None);
+        assert_eq!(p.max_pause(), Duration::from_secs(5));
+        p.on_start(&mut root);
+        p.on_tick(&mut root);
+        p.on_callout_response(&mut root, 1, None);
+        assert!(root.calls.is_empty() && root.wakes == 0);
+        let mut ex = Exchange::new(Box::new(FakeHost::request("GET", "/")));
+        assert_eq!(p.on_resume(&mut (), &mut ex, true), Decision::Continue);
     }
 }

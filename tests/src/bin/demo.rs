@@ -7,6 +7,10 @@ use portcullis_e2e::upstream::echo;
 use portcullis_e2e::{paths, Envoy, Recorded, Reply, Request, Response, Upstream};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::OnceLock;
+
+/// The demo Envoy's scratch folder (its `envoy.log`), for steps that show a log line.
+static DEMO_DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
 
 const UPSTREAM: &str = "127.0.0.1:18080";
 
@@ -55,7 +59,274 @@ fn steps() -> Vec<Step> {
                 ],
             )
         },
+    },
+    Step {
+        title: "jwt-auth: no token 401, a valid HS256 token passes as x-user/x-tenant, a forged one 401",
+        port: 10001,
+        requests: |addr| {
+            use jwt_simple::prelude::*;
+            let key = HS256Key::from_bytes(b"portcullis-demo-secret-0123456789abcdef");
+            let claims = Claims::with_custom_claims(
+                serde_json::json!({"scope": "orders:read", "tenant": {"id": "acme"}}),
+                Duration::from_mins(5),
+            )
+            .with_issuer("https://demo.portcullis.test/")
+            .with_audience("orders-api")
+            .with_subject("alice");
+            let token = key.authenticate(claims).unwrap_or_default();
+            let forged = HS256Key::from_bytes(b"not-the-demo-secret-0123456789abcdef")
+                .authenticate(
+                    Claims::create(Duration::from_mins(5))
+                        .with_issuer("https://demo.portcullis.test/")
+                        .with_audience("orders-api"),
+                )
+                .unwrap_or_default();
+            vec![
+                Request::new(addr, "GET", "/orders"),
+                Request::new(addr, "GET", "/orders").header("authorization", &format!("Bearer {token}")),
+                Request::new(addr, "GET", "/orders").header("authorization", &format!("Bearer {forged}")),
+            ]
+        },
+        check: |responses, seen| {
+            let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+            if statuses != [401, 200, 401] {
+                return Err(format!("statuses {statuses:?}, expected [401, 200, 401]"));
+            }
+            let [up] = seen else {
+                return Err(format!("the upstream received {} requests, expected 1", seen.len()));
+            };
+            expect_headers(
+                "upstream",
+                &up.headers,
+                &[("x-user", Some("alice")), ("x-tenant", Some("acme")), ("authorization", None)],
+            )?;
+            expect_headers("client", &responses[0].headers, &[("www-authenticate", Some("Bearer realm=\"demo\""))])?;
+            let c = responses[2].header("www-authenticate").unwrap_or_default();
+            if !c.contains("error=\"invalid_token\"") {
+                return Err(format!("forged token challenge: {c:?}"));
+            }
+            Ok(())
+        },
+    },
+    Step {
+        title: "rate-limit: the seed's per-IP bucket (burst 5, 1/s): 5 pass with RateLimit-* headers, then 429",
+        port: 10002,
+        requests: |addr| (0..7).map(|_| Request::new(addr, "GET", "/search")).collect(),
+        check: |responses, seen| {
+            if seen.len() != 5 {
+                return Err(format!("{} requests reached the upstream, expected 5", seen.len()));
+            }
+            for (i, r) in responses.iter().take(5).enumerate() {
+                let remaining = (4 - i).to_string();
+                if r.status != 200 {
+                    return Err(format!("request {} should pass, got {}", i + 1, r.status));
+                }
+                expect_headers(
+                    "client",
+                    &r.headers,
+                    &[("ratelimit-limit", Some("5")), ("ratelimit-remaining", Some(remaining.as_str()))],
+                )?;
+            }
+            let last = responses.last().ok_or("no response")?;
+            if last.status != 429 {
+                return Err(format!("the 7th request should get 429, got {}", last.status));
+            }
+            expect_headers("client", &last.headers, &[("retry-after", Some("1")), ("ratelimit-remaining", Some("0"))])
+        },
+    },
+    Step {
+        title: "circuit-breaker: 3 upstream failures (Envoy's 503, nothing listens) open it; then it rejects at once",
+        port: 10003,
+        // more than 4 requests: the trip is recorded in the log callback, just after the 3rd response
+        requests: |addr| (0..6).map(|_| Request::new(addr, "GET", "/flaky")).collect(),
+        check: |responses, seen| {
+            if !seen.is_empty() {
+                return Err(format!("{} requests reached the echo upstream", seen.len()));
+            }
+            let breaker = |r: &Response| r.text().contains("circuit breaker is open");
+            if let Some((i, r)) = responses.iter().take(3).enumerate().find(|(_, r)| r.status != 503 || breaker(r)) {
+                return Err(format!("request {} should fail upstream with Envoy's 503, got {} {}", i + 1, r.status, r.text()));
+            }
+            let last = responses.last().ok_or("no response")?;
+            if last.status != 503 || !breaker(last) {
+                return Err(format!("the last request should get the breaker's 503, got {} {}", last.status, last.text()));
+            }
+            expect_headers("client", &last.headers, &[("x-circuit-state", Some("open")), ("retry-after", Some("10"))])
+        },
+    },
+    Step {
+        title: "request-guard: a browser passes; a scanner, a blacklisted forwarded address and an oversize chunked body do not",
+        port: 10004,
+        requests: |addr| {
+            let browser = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0";
+            vec![
+                Request::new(addr, "GET", "/products").header("user-agent", browser),
+                Request::new(addr, "GET", "/products").header("user-agent", "sqlmap/1.7.2#stable"),
+                Request::new(addr, "GET", "/products")
+                    .header("user-agent", browser)
+                    .header("x-forwarded-for", "198.51.100.1, 203.0.113.9"),
+                Request::new(addr, "POST", "/orders")
+                    .header("user-agent", browser)
+                    .body(vec![b'x'; 64 * 1024])
+                    .chunked(1024),
+            ]
+        },
+        check: |responses, seen| {
+            let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+            if statuses != [200, 403, 403, 413] {
+                return Err(format!("expected statuses [200, 403, 403, 413], got {statuses:?}"));
+            }
+            if seen.len() != 1 {
+                return Err(format!("only the browser request should reach the upstream, it got {}", seen.len()));
+            }
+            Ok(())
+        },
+    },
+    Step {
+        title: "hmac-auth: a signed request passes as alice; the same request replayed and an unsigned one get 401",
+        port: 10005,
+        requests: |addr| {
+            let signed = demo_signed_request(addr);
+            vec![signed.clone(), signed, Request::new(addr, "GET", "/ledger")]
+        },
+        check: |responses, seen| {
+            let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+            if statuses != [200, 401, 401] {
+                return Err(format!("expected statuses [200, 401, 401], got {statuses:?}"));
+            }
+            let up = seen.first().ok_or("the upstream received nothing")?;
+            expect_headers(
+                "upstream",
+                &up.headers,
+                &[("x-consumer-username", Some("alice")), ("authorization", None)],
+            )?;
+            if !responses[1].text().contains("nonce already used") {
+                return Err(format!("the replay should be refused as such, got {}", responses[1].text()));
+            }
+            Ok(())
+        },
+    },
+    Step {
+        title: "canary: uid_prefix_abc users tagged for canary, others split 5% by user-id hash",
+        port: 10006,
+        requests: |addr| {
+            vec![
+                Request::new(addr, "GET", "/release").header("x-user-id", "abc42"),
+                // alice's hash bucket is above 5%: stable; a client-sent tag is replaced
+                Request::new(addr, "GET", "/release")
+                    .header("x-user-id", "alice")
+                    .header("x-canary", "true"),
+            ]
+        },
+        check: |_, seen| {
+            let [abc, alice] = seen else {
+                return Err(format!("the upstream received {} requests, expected 2", seen.len()));
+            };
+            // x-demo-route is added by the route Envoy picked after the filter set x-canary
+            expect_headers(
+                "upstream (abc42)",
+                &abc.headers,
+                &[("x-canary", Some("true")), ("x-demo-route", Some("to_canary"))],
+            )?;
+            expect_headers(
+                "upstream (alice)",
+                &alice.headers,
+                &[("x-canary", Some("false")), ("x-demo-route", Some("to_stable"))],
+            )
+        },
+    },
+    Step {
+        title: "observability: trace continued/started (x-trace-id), one JSON log line, labelled Prometheus counts",
+        port: 10007,
+        requests: |addr| {
+            vec![
+                Request::new(addr, "GET", "/orders/42")
+                    .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                    .header("authorization", "Bearer demo-secret"),
+                Request::new(addr, "GET", "/orders/43"),
+            ]
+        },
+        check: |responses, seen| {
+            let [continued, started] = seen else {
+                return Err(format!("the upstream received {} requests, expected 2", seen.len()));
+            };
+            let trace_of = |r: &Recorded| {
+                let tp = r.headers.iter().find(|(n, _)| n == "traceparent").map(|(_, v)| v.clone()).unwrap_or_default();
+                tp.split('-').nth(1).unwrap_or_default().to_string()
+            };
+            if trace_of(continued) != "4bf92f3577b34da6a3ce929d0e0e4736" {
+                return Err(format!("the client's trace was not continued: {:?}", continued.headers));
+            }
+            let new_trace = trace_of(started);
+            if new_trace.len() != 32 {
+                return Err(format!("no trace was started: {:?}", started.headers));
+            }
+            expect_headers("client", &responses[1].headers, &[("x-trace-id", Some(new_trace.as_str()))])?;
+            let text = Request::new(SocketAddr::from(([127, 0, 0, 1], 9901)), "GET", "/stats/prometheus")
+                .try_send()
+                .map_err(|e| format!("admin: {e}"))?
+                .text();
+            println!("    /stats/prometheus excerpt:");
+            // (the latency histogram appears once Envoy merges histograms, every stats flush: 5 s)
+            for line in text.lines().filter(|l| l.starts_with("portcullis_http_") && !l.contains("duration")) {
+                println!("        {line}");
+            }
+            let counted = r#"portcullis_http_requests_total{route="observability",method="GET",status_class="2xx"} 2"#;
+            if !text.lines().any(|l| l == counted) {
+                return Err(format!("missing metric line {counted}"));
+            }
+            let log_path = DEMO_DIR.get().map(|d| d.join("envoy.log")).unwrap_or_default();
+            let mut line = None;
+            for _ in 0..50 {
+                line = std::fs::read_to_string(&log_path).unwrap_or_default().lines().find_map(|l| {
+                    l.split_once("[access-log] ").map(|(_, json)| json.to_string())
+                });
+                if line.is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let line = line.ok_or("no access log line in Envoy's log")?;
+            println!("    access log line:\n        {line}");
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("not JSON: {e}"))?;
+            if v["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" || v["request_headers"]["authorization"] != "[REDACTED]" {
+                return Err(format!("log line lacks the trace id or the redaction: {line}"));
+            }
+            Ok(())
+        },
     }]
+}
+
+/// A GET signed as alice with `portcullis_hmac_auth::sign`: `@request-target`, `date` and a fresh nonce.
+fn demo_signed_request(addr: SocketAddr) -> Request {
+    use portcullis_hmac_auth::{http_date, sign, Algorithm, SigningRequest};
+    let now = std::time::SystemTime::now();
+    let date = http_date(now);
+    let nonce = format!(
+        "demo-{}",
+        now.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let headers = [("date", date.as_str()), ("x-nonce", nonce.as_str())];
+    let request = SigningRequest {
+        method: "GET",
+        path: "/ledger",
+        protocol: "HTTP/1.1",
+        headers: &headers,
+    };
+    let authorization = sign(
+        "alice",
+        b"alice-secret",
+        Algorithm::HmacSha256,
+        &["@request-target", "date", "x-nonce"],
+        &request,
+    )
+    .unwrap_or_default();
+    Request::new(addr, "GET", "/ledger")
+        .header("date", &date)
+        .header("x-nonce", &nonce)
+        .header("authorization", &authorization)
 }
 
 /// Checks (header, expected value; None = absent) pairs.
@@ -102,6 +373,7 @@ fn main() -> ExitCode {
     };
     let config = paths::repo_root().join("envoy/demo.yaml");
     let dir = paths::scratch_dir("demo");
+    let _ = DEMO_DIR.set(dir.clone());
     let envoy = match Envoy::start_file(&config, &dir, 1) {
         Ok(e) => e,
         Err(e) => {

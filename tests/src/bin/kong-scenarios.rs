@@ -34,13 +34,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("run") => {
-            let addr: SocketAddr = match args.get(1).map_or("127.0.0.1:8000", String::as_str).parse() {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("kong-scenarios: bad address: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let addr: SocketAddr =
+                match args.get(1).map_or("127.0.0.1:8000", String::as_str).parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("kong-scenarios: bad address: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
             run(&scenarios, addr)
         }
         _ => {
