@@ -294,7 +294,34 @@ fn steps() -> Vec<Step> {
             }
             Ok(())
         },
-    }]
+    },
+        Step {
+            title: "portcullis bundle: guard → rate-limit (burst 3) → headers → metrics in one wasm filter",
+            port: 10010,
+            requests: |addr| {
+                let mut r = vec![Request::new(addr, "GET", "/bundle").header("user-agent", "sqlmap/1.7")];
+                for _ in 0..4 {
+                    r.push(Request::new(addr, "GET", "/bundle").header("user-agent", "curl/8.5"));
+                }
+                r
+            },
+            check: |responses, seen| {
+                let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+                if statuses != [403, 200, 200, 200, 429] {
+                    return Err(format!("expected [403, 200, 200, 200, 429], got {statuses:?}"));
+                }
+                if seen.len() != 3 {
+                    return Err(format!("the upstream should see the 3 admitted requests, saw {}", seen.len()));
+                }
+                expect_headers("upstream", &seen[0].headers, &[("x-client-ip", Some("127.0.0.1"))])?;
+                expect_headers(
+                    "client",
+                    &responses[1].headers,
+                    &[("x-served-by", Some("portcullis-bundle")), ("ratelimit-limit", Some("3"))],
+                )
+            },
+        }
+    ]
 }
 
 /// A GET signed as alice with `portcullis_hmac_auth::sign`: `@request-target`, `date` and a fresh nonce.
