@@ -28,5 +28,6 @@ dist_name() {
 }
 
 setup_is_complete() {
-  [ -x "$ENVOY_BIN" ] && rustup target list --installed --toolchain "$TOOLCHAIN" 2>/dev/null | grep -qx wasm32-wasip1
+  [ -x "$ENVOY_BIN" ] && command -v redis-server >/dev/null && command -v webdis >/dev/null &&
+    rustup target list --installed --toolchain "$TOOLCHAIN" 2>/dev/null | grep -qx wasm32-wasip1
 }

@@ -23,14 +23,18 @@ fuzz_target!(|data: &[u8]| {
     let len = u.int_in_range(0..=48usize).unwrap_or(0).min(u.len());
     let cidr = String::from_utf8_lossy(u.bytes(len).unwrap_or(&[])).into_owned();
     if let Ok(net) = IpNet::parse(&cidr) {
-        assert!(net.contains(net.addr()), "{cidr:?} does not contain its own address");
+        assert!(
+            net.contains(net.addr()),
+            "{cidr:?} does not contain its own address"
+        );
         let _ = IpNetList::new(vec![net]);
     }
     let _ = serde_json::from_str::<IpNet>(&format!("{cidr:?}"));
-    let config: ClientIpConfig = match serde_json::from_str(CONFIGS[u.choose_index(CONFIGS.len()).unwrap_or(0)]) {
-        Ok(c) => c,
-        Err(e) => panic!("seed config: {e}"),
-    };
+    let config: ClientIpConfig =
+        match serde_json::from_str(CONFIGS[u.choose_index(CONFIGS.len()).unwrap_or(0)]) {
+            Ok(c) => c,
+            Err(e) => panic!("seed config: {e}"),
+        };
     if config.validate("client_ip").is_err() {
         panic!("seed config invalid");
     }
@@ -53,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
             .split(',')
             .filter_map(|e| parse_address(e.trim()))
             .any(|ip| ip == client);
-        assert!(listed, "client {client} is neither the peer nor in {forwarded:?}");
+        assert!(
+            listed,
+            "client {client} is neither the peer nor in {forwarded:?}"
+        );
     }
     let store = SharedMemoryStore::default();
     let host = portcullis_fuzz::request(&mut u, &store);

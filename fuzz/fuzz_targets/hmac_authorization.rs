@@ -2,7 +2,9 @@
 //! credentials name only valid header names (lower-case).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use portcullis_hmac_auth::signature::{parse_authorization, parse_digest, parse_http_date, Algorithm};
+use portcullis_hmac_auth::signature::{
+    parse_authorization, parse_digest, parse_http_date, Algorithm,
+};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

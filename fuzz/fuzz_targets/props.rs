@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = props::decode_bool(data);
     if let Some(n) = props::decode_u64(data) {
         if data.iter().all(u8::is_ascii_digit) {
-            assert_eq!(n.to_string().trim_start_matches('0'), String::from_utf8_lossy(data).trim_start_matches('0'));
+            assert_eq!(
+                n.to_string().trim_start_matches('0'),
+                String::from_utf8_lossy(data).trim_start_matches('0')
+            );
         }
     }
     let text = String::from_utf8_lossy(data);

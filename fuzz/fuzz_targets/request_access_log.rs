@@ -3,12 +3,11 @@
 #![no_main]
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
-use portcullis_common::testing::SharedMemoryStore;
 use portcullis_access_log::AccessLogPolicy;
+use portcullis_common::testing::SharedMemoryStore;
 
-const CONFIGS: &[&str] = &[
-    r#"{"request_headers": ["authorization"], "fields": {"service": "demo"}}"#,
-];
+const CONFIGS: &[&str] =
+    &[r#"{"request_headers": ["authorization"], "fields": {"service": "demo"}}"#];
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);

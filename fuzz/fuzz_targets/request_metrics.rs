@@ -6,9 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use portcullis_common::testing::SharedMemoryStore;
 use portcullis_metrics::MetricsPolicy;
 
-const CONFIGS: &[&str] = &[
-    r#"{"labels": ["route", "method", "status_class"]}"#,
-];
+const CONFIGS: &[&str] = &[r#"{"labels": ["route", "method", "status_class"]}"#];
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);

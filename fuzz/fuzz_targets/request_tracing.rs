@@ -6,9 +6,8 @@ use libfuzzer_sys::fuzz_target;
 use portcullis_common::testing::SharedMemoryStore;
 use portcullis_tracing::TracingPolicy;
 
-const CONFIGS: &[&str] = &[
-    r#"{"sample_ratio": 1.0, "inject": ["w3c"], "trace_id_response_header": "x-trace-id"}"#,
-];
+const CONFIGS: &[&str] =
+    &[r#"{"sample_ratio": 1.0, "inject": ["w3c"], "trace_id_response_header": "x-trace-id"}"#];
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);

@@ -9,7 +9,11 @@ use portcullis_common::testing::MemoryStore;
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let mut store = if u.arbitrary().unwrap_or(false) { MemoryStore::envoy() } else { MemoryStore::default() };
+    let mut store = if u.arbitrary().unwrap_or(false) {
+        MemoryStore::envoy()
+    } else {
+        MemoryStore::default()
+    };
     let slots = u.int_in_range(1..=64u64).unwrap_or(8);
     let probes = u.int_in_range(1..=8u64).unwrap_or(4);
     let table = BoundedKeys::new("fuzz", slots).with_probes(probes);
@@ -26,7 +30,9 @@ fuzz_target!(|data: &[u8]| {
                 let len = u.int_in_range(0..=16usize).unwrap_or(0).min(u.len());
                 let payload = u.bytes(len).unwrap_or(&[]).to_vec();
                 let expires = now.saturating_add(ttl);
-                let r = table.update(&mut store, &key, now, |_| (Some((payload.clone(), expires)), ()));
+                let r = table.update(&mut store, &key, now, |_| {
+                    (Some((payload.clone(), expires)), ())
+                });
                 match r {
                     Ok(()) if expires > now => {
                         let got = table.get(&store, &key, now);
@@ -43,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
             4 => store.inject_cas_mismatches(u.int_in_range(0..=20usize).unwrap_or(0)),
             _ => {
                 let r = cas_update(&mut store, "fuzz/counter", |cur| {
-                    let n = cur.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
+                    let n = cur
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .unwrap_or(0);
                     (Some((n + 1).to_le_bytes().to_vec()), n + 1)
                 });
                 if let Ok(n) = r {
@@ -52,7 +61,13 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let table_keys = store.keys().filter(|k| k.starts_with("fuzz/") && *k != "fuzz/counter").count();
-        assert!(table_keys as u64 <= slots, "{table_keys} keys for {slots} slots");
+        let table_keys = store
+            .keys()
+            .filter(|k| k.starts_with("fuzz/") && *k != "fuzz/counter")
+            .count();
+        assert!(
+            table_keys as u64 <= slots,
+            "{table_keys} keys for {slots} slots"
+        );
     }
 });

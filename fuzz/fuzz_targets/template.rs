@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
     let host = portcullis_fuzz::request(&mut u, &store);
     let mut ex = Exchange::new(Box::new(host));
     let r = t.render_header_value(&mut ex);
-    assert!(is_valid_header_value(&r.value), "{source:?} rendered {:?}", r.value);
+    assert!(
+        is_valid_header_value(&r.value),
+        "{source:?} rendered {:?}",
+        r.value
+    );
     assert!(r.value.len() <= MAX_RENDERED_HEADER_BYTES.max(source.len()));
     let _ = t.render(&mut ex);
 });

@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     if let Some(B3::Context { context, .. }) = parse_b3_single(&text) {
         let single = context.b3_single(None);
         match parse_b3_single(&single) {
-            Some(B3::Context { context: again, .. }) => assert_eq!(again.trace_id, context.trace_id),
+            Some(B3::Context { context: again, .. }) => {
+                assert_eq!(again.trace_id, context.trace_id)
+            }
             other => panic!("{text:?} -> {single:?} -> {other:?}"),
         }
     }

@@ -8,9 +8,16 @@ use std::time::Duration;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(d) = parse_duration(&text) {
-        assert!(d <= Duration::from_secs(11 * 366 * 24 * 3600), "{text:?} -> {d:?}");
+        assert!(
+            d <= Duration::from_secs(11 * 366 * 24 * 3600),
+            "{text:?} -> {d:?}"
+        );
         let again = parse_duration(&format!("{}us", d.as_micros()));
-        assert_eq!(again, Ok(d), "{text:?} does not round-trip through microseconds");
+        assert_eq!(
+            again,
+            Ok(d),
+            "{text:?} does not round-trip through microseconds"
+        );
     }
     if let Ok(n) = parse_byte_size(&text) {
         assert_eq!(parse_byte_size(&n.to_string()), Ok(n), "{text:?}");

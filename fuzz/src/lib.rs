@@ -158,9 +158,16 @@ pub fn check_decision(d: &Decision) {
         assert!((100..=599).contains(&r.status), "bad status {}", r.status);
         for (n, v) in &r.headers {
             assert!(is_valid_header_name(n), "bad response header name {n:?}");
-            assert!(is_valid_header_value(v), "bad response header value {n}: {v:?}");
+            assert!(
+                is_valid_header_value(v),
+                "bad response header value {n}: {v:?}"
+            );
         }
-        assert!(r.body.len() <= 64 * 1024, "local response body of {} bytes", r.body.len());
+        assert!(
+            r.body.len() <= 64 * 1024,
+            "local response body of {} bytes",
+            r.body.len()
+        );
     }
 }
 
@@ -177,7 +184,10 @@ pub fn check_no_new_invalid_headers(before: &[(String, String)], host: &FakeHost
         }
     }
     for (n, v) in &host.state.borrow().response_headers {
-        assert!(is_valid_header_value(v), "invalid response header {n}: {v:?}");
+        assert!(
+            is_valid_header_value(v),
+            "invalid response header {n}: {v:?}"
+        );
     }
 }
 

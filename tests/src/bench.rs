@@ -16,6 +16,8 @@ pub enum Kind {
     Portcullis,
     Native,
     Lua,
+    /// The same policies as one `portcullis` bundle filter (chain group).
+    Bundle,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +32,10 @@ pub struct Variant {
     pub request_headers: Vec<(String, String)>,
     /// The .wasm this variant loads, for the size column.
     pub wasm: Option<PathBuf>,
+    /// A wrk Lua script (`-s`) that builds each request, e.g. to rotate through a list of tokens.
+    pub wrk_script: Option<String>,
+    /// Status every response should have (`429` for an always-limited variant); others are counted as errors.
+    pub expected_status: u16,
 }
 
 /// The empty proxy-wasm filter built from bench/noop.
@@ -60,6 +66,7 @@ fn variant(group: &str, kind: Kind, filters: Vec<Value>, wasm: Option<PathBuf>) 
         Kind::Portcullis => "portcullis",
         Kind::Native => "native",
         Kind::Lua => "lua",
+        Kind::Bundle => "bundle",
     };
     Variant {
         name: if group == "base" {
@@ -72,25 +79,26 @@ fn variant(group: &str, kind: Kind, filters: Vec<Value>, wasm: Option<PathBuf>) 
         http_filters: filters,
         request_headers: Vec::new(),
         wasm,
+        wrk_script: None,
+        expected_status: 200,
     }
 }
 
 /// The same edits in three implementations: remove one header, set one from the client address, add one,
 /// and stamp one response header.
-fn headers_group() -> Vec<Variant> {
-    let portcullis = wasm_filter(
-        "headers",
-        paths::wasm("headers"),
-        json!({
-            "request": {
-                "remove": ["x-internal"],
-                "set": [{"name": "x-client-ip", "value": "${client_ip}"}],
-                "add": [{"name": "x-via", "value": "portcullis"}]
-            },
-            "response": { "set": [{"name": "x-served-by", "value": "portcullis"}] }
-        }),
-    );
-    let native = json!({
+fn headers_config() -> Value {
+    json!({
+        "request": {
+            "remove": ["x-internal"],
+            "set": [{"name": "x-client-ip", "value": "${client_ip}"}],
+            "add": [{"name": "x-via", "value": "portcullis"}]
+        },
+        "response": { "set": [{"name": "x-served-by", "value": "portcullis"}] }
+    })
+}
+
+fn headers_native() -> Value {
+    json!({
         "name": "envoy.filters.http.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
@@ -108,7 +116,12 @@ fn headers_group() -> Vec<Variant> {
                 ]
             }
         }
-    });
+    })
+}
+
+fn headers_group() -> Vec<Variant> {
+    let portcullis = wasm_filter("headers", paths::wasm("headers"), headers_config());
+    let native = headers_native();
     let lua = lua(r#"
 function envoy_on_request(handle)
   local h = handle:headers()
@@ -137,8 +150,18 @@ end
     v
 }
 
+/// Rotating-token lists have this many tokens: more than either side's verified-token cache holds (1024), so
+/// with round-robin every request misses the cache and pays a full signature check.
+pub const ROTATING_TOKENS: usize = 2000;
+
 /// Every variant, in run order. Groups whose filter is not built are left out (and reported as such).
 pub fn variants() -> Vec<Variant> {
+    variants_with(ROTATING_TOKENS)
+}
+
+/// [`variants`] with `rotating` tokens in each rotating-token list (the config test uses a few).
+pub fn variants_with(rotating: usize) -> Vec<Variant> {
+    let tokens = Tokens::mint(rotating.max(1));
     let mut all = vec![
         variant("base", Kind::Baseline, Vec::new(), None),
         variant(
@@ -149,7 +172,511 @@ pub fn variants() -> Vec<Variant> {
         ),
     ];
     all.extend(headers_group());
+    all.extend(jwt::groups(&tokens));
+    all.extend(rate_limit_groups());
+    all.extend(request_guard_group());
+    all.extend(chain_group(&tokens));
     all
+}
+
+pub use jwt::Tokens;
+
+/// jwt-auth vs `jwt_authn` vs Lua, RS256 and HS256, one reused token (the verified-token caches hit) and
+/// rotating tokens (every request is a full verification).
+mod jwt {
+    use super::*;
+    use jwt_simple::prelude::*;
+
+    pub const ISSUER: &str = "https://issuer.bench.test/";
+    pub const AUDIENCE: &str = "bench-api";
+    pub const SECRET: &str = "portcullis-bench-hs256-secret-0123456789";
+    const KID: &str = "bench";
+    const RSA_PEM: &str = include_str!("../../filters/jwt-auth/fixtures/rsa2048.pk8.pem");
+
+    /// Tokens valid for two hours, all for [`ISSUER`] and [`AUDIENCE`], each with its own `sub` and `jti`.
+    pub struct Tokens {
+        pub rs256: Vec<String>,
+        pub hs256: Vec<String>,
+        /// The public RS256 JWK (with `kid`).
+        pub rs256_jwk: Value,
+        /// The RS256 public key as DER (SubjectPublicKeyInfo), for Envoy Lua's `importPublicKey`.
+        pub rs256_der: Vec<u8>,
+    }
+
+    fn claims(i: usize) -> JWTClaims<NoCustomClaims> {
+        Claims::create(Duration::from_hours(2))
+            .with_issuer(ISSUER)
+            .with_audience(AUDIENCE)
+            .with_subject(format!("user-{i}"))
+            .with_jwt_id(format!("bench-{i}"))
+    }
+
+    impl Tokens {
+        pub fn mint(n: usize) -> Tokens {
+            let rsa = RS256KeyPair::from_pem(RSA_PEM)
+                .expect("fixture key")
+                .with_key_id(KID);
+            let hs = HS256Key::from_bytes(SECRET.as_bytes());
+            let mut jwk: Value =
+                serde_json::from_str(&rsa.public_key().to_jwk()).expect("jwk json");
+            jwk["kid"] = json!(KID);
+            Tokens {
+                rs256: (0..n).map(|i| rsa.sign(claims(i)).expect("sign")).collect(),
+                hs256: (0..n)
+                    .map(|i| hs.authenticate(claims(i)).expect("sign"))
+                    .collect(),
+                rs256_jwk: jwk,
+                rs256_der: rsa.public_key().to_der().expect("der"),
+            }
+        }
+    }
+
+    /// A wrk script sending the tokens round-robin (each wrk thread starts at its own offset).
+    pub fn rotating_script(tokens: &[String]) -> String {
+        let mut s = String::from("local tokens = {\n");
+        for t in tokens {
+            s.push_str(&format!("  \"{t}\",\n"));
+        }
+        s.push_str(
+            r#"}
+local i = 0
+local headers = {}
+function init(args)
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+end
+function request()
+  i = i + 1
+  if i > #tokens then i = 1 end
+  headers["authorization"] = "Bearer " .. tokens[i]
+  return wrk.format(nil, nil, headers)
+end
+"#,
+        );
+        s
+    }
+
+    pub fn portcullis_config(alg: &str, t: &Tokens) -> Value {
+        let mut provider = json!({
+            "name": "bench", "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": [alg]
+        });
+        if alg == "HS256" {
+            provider["secret"] = json!(SECRET);
+        } else {
+            provider["jwks"] = json!({"keys": [t.rs256_jwk]});
+        }
+        json!({ "providers": [provider] })
+    }
+
+    pub fn native(alg: &str, t: &Tokens) -> Value {
+        let jwks = if alg == "HS256" {
+            use base64::Engine;
+            let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+            json!({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]})
+        } else {
+            json!({"keys": [t.rs256_jwk]})
+        };
+        json!({
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": { "bench": {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "local_jwks": { "inline_string": jwks.to_string() },
+                    // the same cache size as jwt-auth's default `cache_max_entries`
+                    "jwt_cache_config": { "jwt_cache_size": 1024 }
+                }},
+                "rules": [{ "match": { "prefix": "/" }, "requires": { "provider_name": "bench" } }]
+            }
+        })
+    }
+
+    /// RS256 in Envoy Lua: base64url and claim checks in Lua, the signature with `verifySignature` (OpenSSL).
+    /// The public key is imported once per worker and kept in a global.
+    pub fn lua_rs256(t: &Tokens) -> Value {
+        let der: String = t.rs256_der.iter().map(|b| format!("\\{b}")).collect();
+        let code = format!(
+            r#"
+local KEY_DER = "{der}"
+local ISSUER = "{ISSUER}"
+local AUDIENCE = "{AUDIENCE}"
+local B64 = {{}}
+do
+  local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+  for i = 1, 64 do B64[chars:byte(i)] = i - 1 end
+end
+local function b64url(s)
+  local out, n, bits, acc = {{}}, 0, 0, 0
+  for i = 1, #s do
+    local v = B64[s:byte(i)]
+    if v == nil then return nil end
+    acc = acc * 64 + v
+    bits = bits + 6
+    if bits >= 8 then
+      bits = bits - 8
+      local b = math.floor(acc / 2 ^ bits)
+      n = n + 1
+      out[n] = string.char(b)
+      acc = acc - b * 2 ^ bits
+    end
+  end
+  return table.concat(out)
+end
+local function deny(h, why)
+  h:respond({{[":status"] = "401", ["www-authenticate"] = 'Bearer error="invalid_token"'}}, why)
+end
+local KEY_WRAPPER, KEY = nil, nil
+function envoy_on_request(h)
+  local headers = h:headers()
+  local auth = headers:get("authorization")
+  local token = auth and auth:match("^[Bb]earer +(.+)$")
+  if token == nil then return deny(h, "missing") end
+  local hp, pp, sp = token:match("^([%w_-]+)%.([%w_-]+)%.([%w_-]+)$")
+  if hp == nil then return deny(h, "malformed") end
+  local header = b64url(hp)
+  if header == nil or not header:find('"alg"%s*:%s*"RS256"') then return deny(h, "algorithm") end
+  local payload = b64url(pp)
+  if payload == nil then return deny(h, "malformed") end
+  if payload:match('"iss"%s*:%s*"([^"]*)"') ~= ISSUER then return deny(h, "issuer") end
+  if payload:match('"aud"%s*:%s*"([^"]*)"') ~= AUDIENCE then
+    local list = payload:match('"aud"%s*:%s*%[([^%]]*)%]')
+    if list == nil or not list:find('"' .. AUDIENCE .. '"', 1, true) then return deny(h, "audience") end
+  end
+  local now = os.time()
+  local exp = tonumber(payload:match('"exp"%s*:%s*(%d+)'))
+  if exp == nil or now - 60 >= exp then return deny(h, "expired") end
+  local nbf = tonumber(payload:match('"nbf"%s*:%s*(%d+)'))
+  if nbf ~= nil and nbf > now + 60 then return deny(h, "not yet valid") end
+  local sig = b64url(sp)
+  if sig == nil then return deny(h, "malformed") end
+  if KEY == nil then
+    KEY_WRAPPER = h:importPublicKey(KEY_DER, string.len(KEY_DER))
+    KEY = KEY_WRAPPER:get()
+  end
+  local signed = hp .. "." .. pp
+  local ok = h:verifySignature("sha256", KEY, sig, string.len(sig), signed, string.len(signed))
+  if not ok then return deny(h, "bad signature") end
+  headers:remove("authorization")
+end
+"#
+        );
+        lua(&code)
+    }
+
+    pub fn groups(t: &Tokens) -> Vec<Variant> {
+        let wasm = paths::wasm("jwt-auth");
+        let mut out = Vec::new();
+        for alg in ["RS256", "HS256"] {
+            let list = if alg == "HS256" { &t.hs256 } else { &t.rs256 };
+            for rotating in [false, true] {
+                let group = format!(
+                    "jwt-{}{}",
+                    alg.to_ascii_lowercase(),
+                    if rotating { "-rotating" } else { "" }
+                );
+                let mut vs = vec![
+                    variant(
+                        &group,
+                        Kind::Portcullis,
+                        vec![wasm_filter(
+                            "jwt-auth",
+                            wasm.clone(),
+                            portcullis_config(alg, t),
+                        )],
+                        Some(wasm.clone()),
+                    ),
+                    variant(&group, Kind::Native, vec![native(alg, t)], None),
+                ];
+                // HS256 in Envoy Lua would need a pure-Lua SHA-256/HMAC (Envoy's Lua API has no HMAC):
+                // not a fair stand-in for what a Lua user would deploy, so HS256 has no Lua variant.
+                if alg == "RS256" {
+                    vs.push(variant(&group, Kind::Lua, vec![lua_rs256(t)], None));
+                }
+                for v in &mut vs {
+                    if rotating {
+                        v.wrk_script = Some(rotating_script(list));
+                    } else if let Some(token) = list.first() {
+                        v.request_headers
+                            .push(("authorization".into(), format!("Bearer {token}")));
+                    }
+                }
+                out.extend(vs);
+            }
+        }
+        out
+    }
+}
+
+/// rate-limit vs `local_ratelimit` vs a Lua token bucket, with a limit never reached (the cost of counting)
+/// and a limit always hit (every request answered 429).
+fn rate_limit_groups() -> Vec<Variant> {
+    let wasm = paths::wasm("rate-limit");
+    let mut out = Vec::new();
+    // (group, rate, per seconds, burst): "open" never runs out; "limited" allows one request per hour.
+    for (group, rate, per_s, burst) in [
+        ("rate-limit-open", 1_000_000_000u64, 1u64, 1_000_000_000u64),
+        ("rate-limit-limited", 1, 3600, 1),
+    ] {
+        let portcullis = wasm_filter(
+            "rate-limit",
+            wasm.clone(),
+            json!({"limits": [{
+                "name": "per_ip", "key": "${client_ip}", "algorithm": "token_bucket",
+                "rate": rate, "per": format!("{per_s}s"), "burst": burst
+            }]}),
+        );
+        let native = json!({
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": "bench",
+                "token_bucket": {
+                    "max_tokens": burst, "tokens_per_fill": rate, "fill_interval": format!("{per_s}s")
+                },
+                "filter_enabled": { "runtime_key": "rl_enabled",
+                                    "default_value": { "numerator": 100, "denominator": "HUNDRED" } },
+                "filter_enforced": { "runtime_key": "rl_enforced",
+                                     "default_value": { "numerator": 100, "denominator": "HUNDRED" } }
+            }
+        });
+        // A per-client token bucket in a per-worker Lua table (Envoy Lua has no shared state across workers;
+        // with one worker that is exact).
+        let lua_code = format!(
+            r#"
+local RATE, PER, BURST = {rate}, {per_s}, {burst}
+local buckets = {{}}
+function envoy_on_request(h)
+  local addr = h:streamInfo():downstreamRemoteAddress()
+  local ip = string.match(addr, "^(.*):%d+$") or addr
+  local now = os.time()
+  local b = buckets[ip]
+  if b == nil then
+    b = {{ tokens = BURST, last = now }}
+    buckets[ip] = b
+  end
+  if now > b.last then
+    b.tokens = math.min(BURST, b.tokens + (now - b.last) * RATE / PER)
+    b.last = now
+  end
+  if b.tokens < 1 then
+    h:respond({{[":status"] = "429", ["retry-after"] = tostring(PER)}}, "rate limit exceeded")
+    return
+  end
+  b.tokens = b.tokens - 1
+end
+"#
+        );
+        let mut vs = vec![
+            variant(
+                group,
+                Kind::Portcullis,
+                vec![portcullis],
+                Some(wasm.clone()),
+            ),
+            variant(group, Kind::Native, vec![native], None),
+            variant(group, Kind::Lua, vec![lua(&lua_code)], None),
+        ];
+        if group.ends_with("limited") {
+            for v in &mut vs {
+                v.expected_status = 429;
+            }
+        }
+        out.extend(vs);
+    }
+    out
+}
+
+/// Denied networks for request-guard, `rbac` and Lua (the bench client, 127.0.0.1, is in none of them).
+const GUARD_DENY_V4: [(&str, u8); 6] = [
+    ("203.0.113.0", 24),
+    ("198.51.100.0", 24),
+    ("192.0.2.0", 24),
+    ("10.66.0.0", 16),
+    ("172.31.250.0", 24),
+    ("100.64.0.0", 10),
+];
+const GUARD_DENY_V6: [(&str, u8); 2] = [("2001:db8::", 32), ("fd00:bad::", 32)];
+/// User agents denied (case-insensitive); the bench sends a browser agent.
+const GUARD_UA_REGEX: &str = "(?i)(sqlmap|nikto|nmap|masscan|zgrab|nuclei|dirbuster|gobuster)";
+const GUARD_UA_NAMES: [&str; 8] = [
+    "sqlmap",
+    "nikto",
+    "nmap",
+    "masscan",
+    "zgrab",
+    "nuclei",
+    "dirbuster",
+    "gobuster",
+];
+const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+fn guard_config() -> Value {
+    let deny: Vec<String> = GUARD_DENY_V4
+        .iter()
+        .chain(&GUARD_DENY_V6)
+        .map(|(a, p)| format!("{a}/{p}"))
+        .collect();
+    json!({ "ip": { "deny": deny }, "user_agent": { "deny": [GUARD_UA_REGEX] } })
+}
+
+fn guard_native() -> Value {
+    let mut principals: Vec<Value> = GUARD_DENY_V4
+        .iter()
+        .chain(&GUARD_DENY_V6)
+        .map(|(a, p)| json!({"direct_remote_ip": {"address_prefix": a, "prefix_len": p}}))
+        .collect();
+    principals.push(json!({"header": {
+        "name": "user-agent",
+        "string_match": {"safe_regex": {"regex": GUARD_UA_REGEX}}
+    }}));
+    json!({
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": { "action": "DENY", "policies": { "guard": {
+                "permissions": [{ "any": true }],
+                "principals": principals
+            }}}
+        }
+    })
+}
+
+fn request_guard_group() -> Vec<Variant> {
+    let wasm = paths::wasm("request-guard");
+    let nets: String = GUARD_DENY_V4
+        .iter()
+        .map(|(a, p)| format!("{{\"{a}\", {p}}}, "))
+        .collect();
+    let names: String = GUARD_UA_NAMES
+        .iter()
+        .map(|n| format!("\"{n}\", "))
+        .collect();
+    // IPv4 CIDRs as (network, mask) numbers; the client is IPv4, so the IPv6 entries cannot match it.
+    let lua_code = format!(
+        r#"
+local NETS = {{ {nets} }}
+local UA = {{ {names} }}
+local function ip4(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if a == nil then return nil end
+  return ((tonumber(a) * 256 + tonumber(b)) * 256 + tonumber(c)) * 256 + tonumber(d)
+end
+local DENY = {{}}
+for i, n in ipairs(NETS) do
+  local size = 2 ^ (32 - n[2])
+  DENY[i] = {{ ip4(n[1]), size }}
+end
+local function forbid(h)
+  h:respond({{[":status"] = "403", ["content-type"] = "application/json"}},
+    '{{"message": "forbidden", "status": 403}}')
+end
+function envoy_on_request(h)
+  local addr = h:streamInfo():downstreamDirectRemoteAddress()
+  local ip = ip4(string.match(addr, "^(.*):%d+$") or addr)
+  if ip ~= nil then
+    for _, d in ipairs(DENY) do
+      if ip - ip % d[2] == d[1] then return forbid(h) end
+    end
+  end
+  local ua = h:headers():get("user-agent")
+  if ua ~= nil then
+    ua = string.lower(ua)
+    for _, name in ipairs(UA) do
+      if string.find(ua, name, 1, true) then return forbid(h) end
+    end
+  end
+end
+"#
+    );
+    let mut vs = vec![
+        variant(
+            "request-guard",
+            Kind::Portcullis,
+            vec![wasm_filter("request-guard", wasm.clone(), guard_config())],
+            Some(wasm),
+        ),
+        variant("request-guard", Kind::Native, vec![guard_native()], None),
+        variant("request-guard", Kind::Lua, vec![lua(&lua_code)], None),
+    ];
+    for v in &mut vs {
+        v.request_headers
+            .push(("user-agent".into(), BROWSER_UA.into()));
+    }
+    vs
+}
+
+/// The full chain guard → jwt-auth (RS256, one reused token) → rate-limit (never reached) → headers → metrics:
+/// five wasm filters (one VM each), the same five policies as one `portcullis` bundle, and Envoy's native
+/// chain (rbac + jwt_authn + local_ratelimit + header_mutation; Envoy's own stats stand in for metrics).
+fn chain_group(t: &Tokens) -> Vec<Variant> {
+    let rate_limit = json!({"limits": [{
+        "name": "per_ip", "key": "${client_ip}", "rate": 1_000_000_000u64, "per": "1s", "burst": 1_000_000_000u64
+    }]});
+    let headers = headers_config();
+    let steps = [
+        ("request-guard", guard_config()),
+        ("jwt-auth", jwt::portcullis_config("RS256", t)),
+        ("rate-limit", rate_limit),
+        ("headers", headers),
+        ("metrics", json!({})),
+    ];
+    let separate: Vec<Value> = steps
+        .iter()
+        .map(|(name, config)| wasm_filter(name, paths::wasm(name), config.clone()))
+        .collect();
+    let bundle_config = json!({
+        "chain": steps.iter().map(|(name, config)| json!({"policy": name, "config": config})).collect::<Vec<_>>()
+    });
+    let bundle = wasm_filter("portcullis", paths::wasm("portcullis"), bundle_config);
+    let native = vec![
+        guard_native(),
+        jwt::native("RS256", t),
+        json!({
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": "bench",
+                "token_bucket": { "max_tokens": 1_000_000_000u64, "tokens_per_fill": 1_000_000_000u64, "fill_interval": "1s" },
+                "filter_enabled": { "runtime_key": "rl_enabled",
+                                    "default_value": { "numerator": 100, "denominator": "HUNDRED" } },
+                "filter_enforced": { "runtime_key": "rl_enforced",
+                                     "default_value": { "numerator": 100, "denominator": "HUNDRED" } }
+            }
+        }),
+        headers_native(),
+    ];
+    let mut vs = vec![
+        variant("chain", Kind::Portcullis, separate, None),
+        variant(
+            "chain",
+            Kind::Bundle,
+            vec![bundle],
+            Some(paths::wasm("portcullis")),
+        ),
+        variant("chain", Kind::Native, native, None),
+    ];
+    for v in &mut vs {
+        v.request_headers
+            .push(("user-agent".into(), BROWSER_UA.into()));
+        v.request_headers.push(("x-internal".into(), "1".into()));
+        if let Some(token) = t.rs256.first() {
+            v.request_headers
+                .push(("authorization".into(), format!("Bearer {token}")));
+        }
+    }
+    vs
+}
+
+/// Every `.wasm` file a variant loads (for skipping unbuilt filters and for the size column).
+pub fn wasm_files(variant: &Variant) -> Vec<PathBuf> {
+    variant
+        .http_filters
+        .iter()
+        .filter_map(|f| {
+            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"].as_str()
+        })
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// The bootstrap for a variant: one listener, a direct-response route (no upstream), the variant's filters.
@@ -168,6 +695,34 @@ pub fn bootstrap(variant: &Variant) -> Value {
 mod tests {
     use super::*;
 
+    #[test]
+    fn rotating_script_lists_every_token_and_keeps_command_line_headers() {
+        let tokens = Tokens::mint(3);
+        let script = jwt::rotating_script(&tokens.hs256);
+        for t in &tokens.hs256 {
+            assert!(script.contains(t.as_str()));
+        }
+        assert!(script.contains("wrk.headers"));
+        assert_eq!(tokens.hs256.len(), 3);
+        assert_ne!(tokens.hs256[0], tokens.hs256[1]);
+    }
+
+    #[test]
+    fn every_group_compares_against_a_native_filter() {
+        let all = variants_with(1);
+        let groups: std::collections::BTreeSet<&str> = all
+            .iter()
+            .filter(|v| v.group != "base")
+            .map(|v| v.group.as_str())
+            .collect();
+        for g in groups {
+            assert!(
+                all.iter().any(|v| v.group == g && v.kind == Kind::Native),
+                "{g} has no native variant"
+            );
+        }
+    }
+
     /// Every generated bootstrap is accepted by Envoy's own validator (`--mode validate` parses the config and
     /// instantiates every filter factory without starting listeners).
     #[test]
@@ -179,11 +734,11 @@ mod tests {
             envoy.display()
         );
         let dir = paths::scratch_dir("bench-validate");
-        let variants = variants();
+        let variants = variants_with(3);
         assert!(variants.iter().any(|v| v.kind == Kind::Native));
         for v in variants {
             // Validation needs real files for wasm code; the noop filter may not be built in unit tests.
-            if v.wasm.as_ref().is_some_and(|w| !w.exists()) {
+            if wasm_files(&v).iter().any(|w| !w.exists()) {
                 continue;
             }
             let path = dir.join(format!("{}.json", v.name.replace('/', "_")));

@@ -176,14 +176,16 @@ pub fn read_response(reader: &mut impl BufRead, method: &str) -> std::io::Result
     })
 }
 
-/// Reads header lines up to the blank line; names are lower-cased.
+/// Reads header lines up to the blank line; names are lower-cased. Bytes that are not UTF-8 (obs-text a
+/// proxy forwards as is) are decoded lossily instead of failing the read.
 pub fn read_headers(reader: &mut impl BufRead) -> std::io::Result<Vec<(String, String)>> {
     let mut headers = Vec::new();
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
+        let mut raw = Vec::new();
+        if reader.read_until(b'\n', &mut raw)? == 0 {
             return Err(invalid("connection closed inside the headers"));
         }
+        let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
             return Ok(headers);

@@ -37,12 +37,30 @@ fn filters() -> Vec<Filter> {
                                      "add": [{"name": "via", "value": "1.1 portcullis"}]},
                          "response": {"set": [{"name": "x-request-id", "value": "${request_id}"}]}}),
             semantic: vec![
-                (json!({"request": {"set": [{"name": "x y", "value": "v"}]}}), "request.set[0].name"),
-                (json!({"request": {"set": [{"name": "x", "value": "a\r\nb"}]}}), "request.set[0].value"),
-                (json!({"request": {"set": [{"name": "x", "value": "${nope}"}]}}), "request.set[0].value"),
-                (json!({"request": {"add": [{"name": "x", "value": "${unterminated"}]}}), "request.add[0].value"),
-                (json!({"request": {"remove": [":path"]}}), "request.remove[0]"),
-                (json!({"response": {"rename": [{"from": "a", "to": "b c"}]}}), "response.rename[0].to"),
+                (
+                    json!({"request": {"set": [{"name": "x y", "value": "v"}]}}),
+                    "request.set[0].name",
+                ),
+                (
+                    json!({"request": {"set": [{"name": "x", "value": "a\r\nb"}]}}),
+                    "request.set[0].value",
+                ),
+                (
+                    json!({"request": {"set": [{"name": "x", "value": "${nope}"}]}}),
+                    "request.set[0].value",
+                ),
+                (
+                    json!({"request": {"add": [{"name": "x", "value": "${unterminated"}]}}),
+                    "request.add[0].value",
+                ),
+                (
+                    json!({"request": {"remove": [":path"]}}),
+                    "request.remove[0]",
+                ),
+                (
+                    json!({"response": {"rename": [{"from": "a", "to": "b c"}]}}),
+                    "response.rename[0].to",
+                ),
             ],
             free_form: &[],
         },
@@ -57,12 +75,22 @@ fn filters() -> Vec<Filter> {
             semantic: vec![
                 (json!({"percentage": 101}), "percentage"),
                 (json!({"percentage": -1}), "percentage"),
-                (json!({"percentage": 5, "rules": [{"match": {"uid_prefix": "abc"}, "route": "canary"}]}),
-                 "rules[0].match.uid_prefix"),
-                (json!({"rules": [{"match": {"client_ip": ["10.0.0.0/33"]}, "route": "canary"}]}),
-                 "rules[0].match.client_ip[0]"),
-                (json!({"rules": [{"match": {}, "route": "sideways"}]}), "rules[0].route"),
-                (json!({"set_cookie": {"name": "cn", "max_age": "forever"}}), "set_cookie.max_age"),
+                (
+                    json!({"percentage": 5, "rules": [{"match": {"uid_prefix": "abc"}, "route": "canary"}]}),
+                    "rules[0].match.uid_prefix",
+                ),
+                (
+                    json!({"rules": [{"match": {"client_ip": ["10.0.0.0/33"]}, "route": "canary"}]}),
+                    "rules[0].match.client_ip[0]",
+                ),
+                (
+                    json!({"rules": [{"match": {}, "route": "sideways"}]}),
+                    "rules[0].route",
+                ),
+                (
+                    json!({"set_cookie": {"name": "cn", "max_age": "forever"}}),
+                    "set_cookie.max_age",
+                ),
             ],
             free_form: &[],
         },
@@ -95,10 +123,18 @@ fn filters() -> Vec<Filter> {
                 {"policy": "canary", "config": {"percentage": 5}}]}),
             semantic: vec![
                 (json!({"chain": []}), "chain"),
-                (json!({"chain": [{"policy": "nope", "config": {}}]}), "chain[0].policy"),
-                (json!({"chain": [{"policy": "canary", "config": {"percentage": 500}}]}), "chain[0].config.percentage"),
-                (json!({"chain": [{"policy": "headers", "config": {"request": {"set": [{"name": "x y", "value": "v"}]}}}]}),
-                 "chain[0].config.request.set[0].name"),
+                (
+                    json!({"chain": [{"policy": "nope", "config": {}}]}),
+                    "chain[0].policy",
+                ),
+                (
+                    json!({"chain": [{"policy": "canary", "config": {"percentage": 500}}]}),
+                    "chain[0].config.percentage",
+                ),
+                (
+                    json!({"chain": [{"policy": "headers", "config": {"request": {"set": [{"name": "x y", "value": "v"}]}}}]}),
+                    "chain[0].config.request.set[0].name",
+                ),
             ],
             // each `config` is parsed by the named policy: an unknown policy config key is reported by it
             free_form: &[],
@@ -114,11 +150,19 @@ fn filters() -> Vec<Filter> {
                          "status": 429, "message": "slow down", "namespace": "api",
                          "client_ip": {"source": "x_forwarded_for", "trusted_proxies": ["10.0.0.0/8"]}}),
             semantic: vec![
-                (json!({"limits": [{"name": "a", "key": "k", "algorithm": "fixed_window", "rate": 1, "requests": 1, "window": "1s"}]}),
-                 "limits[0].rate"),
-                (json!({"limits": [{"name": "a", "key": "${nope}", "rate": 1, "per": "1s"}]}), "limits[0].key"),
-                (json!({"limits": [{"name": "a", "key": "k", "rate": 1, "per": "1s"}],
-                        "client_ip": {"trusted_proxies": ["10.0.0.0/99"]}}), "client_ip.trusted_proxies[0]"),
+                (
+                    json!({"limits": [{"name": "a", "key": "k", "algorithm": "fixed_window", "rate": 1, "requests": 1, "window": "1s"}]}),
+                    "limits[0].rate",
+                ),
+                (
+                    json!({"limits": [{"name": "a", "key": "${nope}", "rate": 1, "per": "1s"}]}),
+                    "limits[0].key",
+                ),
+                (
+                    json!({"limits": [{"name": "a", "key": "k", "rate": 1, "per": "1s"}],
+                        "client_ip": {"trusted_proxies": ["10.0.0.0/99"]}}),
+                    "client_ip.trusted_proxies[0]",
+                ),
             ],
             free_form: &[],
         },
@@ -136,7 +180,10 @@ fn filters() -> Vec<Filter> {
                 (json!({"ip": {"deny": ["1.2.3.4/40"]}}), "ip.deny[0]"),
                 (json!({"user_agent": {"deny": ["("]}}), "user_agent.deny[0]"),
                 (json!({"body": {"max_bytes": "lots"}}), "body.max_bytes"),
-                (json!({"client_ip": {"source": "sideways"}}), "client_ip.source"),
+                (
+                    json!({"client_ip": {"source": "sideways"}}),
+                    "client_ip.source",
+                ),
             ],
             free_form: &[],
         },
@@ -149,10 +196,15 @@ fn filters() -> Vec<Filter> {
                           "required_claims": [{"claim": "scope", "values": ["orders:read"]}]}],
                          "claims_to_headers": [{"claim": "sub", "header": "x-user"}]}),
             semantic: vec![
-                (json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["none"], "secret": "portcullis-demo-secret-0123456789abcdef"}]}),
-                 "providers[0].algorithms[0]"),
-                (json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["HS256"], "secret": "portcullis-demo-secret-0123456789abcdef"}],
-                        "claims_to_headers": [{"claim": "sub", "header": "x y"}]}), "claims_to_headers[0].header"),
+                (
+                    json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["none"], "secret": "portcullis-demo-secret-0123456789abcdef"}]}),
+                    "providers[0].algorithms[0]",
+                ),
+                (
+                    json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["HS256"], "secret": "portcullis-demo-secret-0123456789abcdef"}],
+                        "claims_to_headers": [{"claim": "sub", "header": "x y"}]}),
+                    "claims_to_headers[0].header",
+                ),
             ],
             free_form: &[],
         },
@@ -164,10 +216,10 @@ fn filters() -> Vec<Filter> {
                          "enforce_headers": ["@request-target", "date"], "validate_request_body": true,
                          "max_body_bytes": "64KiB", "hide_credentials": true, "consumer_header": "x-consumer",
                          "realm": "api", "replay_protection": true, "nonce_header": "x-nonce", "max_nonces": 1000}),
-            semantic: vec![
-                (json!({"credentials": [{"username": "alice", "secret": "s"}], "enforce_headers": ["x y"]}),
-                 "enforce_headers[0]"),
-            ],
+            semantic: vec![(
+                json!({"credentials": [{"username": "alice", "secret": "s"}], "enforce_headers": ["x y"]}),
+                "enforce_headers[0]",
+            )],
             free_form: &[],
         },
         Filter {
@@ -190,8 +242,14 @@ fn filters() -> Vec<Filter> {
                          "http": {"upstream": "logs", "path": "/ingest", "batch_size": 10,
                                   "flush_interval": "1s", "max_queue": 100, "timeout": "2s"}}),
             semantic: vec![
-                (json!({"request_headers": ["bad header"]}), "request_headers[0]"),
-                (json!({"http": {"upstream": "logs", "path": "/i", "flush_interval": "soon"}}), "http.flush_interval"),
+                (
+                    json!({"request_headers": ["bad header"]}),
+                    "request_headers[0]",
+                ),
+                (
+                    json!({"http": {"upstream": "logs", "path": "/i", "flush_interval": "soon"}}),
+                    "http.flush_interval",
+                ),
             ],
             // static fields are a free-form map of names to values
             free_form: &["fields"],
@@ -206,7 +264,10 @@ fn filters() -> Vec<Filter> {
             semantic: vec![
                 (json!({"sample_ratio": 2.0}), "sample_ratio"),
                 (json!({"inject": ["smoke-signals"]}), "inject[0]"),
-                (json!({"trace_id_response_header": "x y"}), "trace_id_response_header"),
+                (
+                    json!({"trace_id_response_header": "x y"}),
+                    "trace_id_response_header",
+                ),
             ],
             // resource attributes are a free-form map of names to values
             free_form: &["resource_attributes"],
@@ -253,14 +314,28 @@ fn mutations(root: &Value, free_form: &[&str]) -> Vec<(Value, String)> {
                     }
                 }
                 for (k, v) in map {
-                    walk(root, v, &format!("{pointer}/{k}"), &join(path, k), free_form, out);
+                    walk(
+                        root,
+                        v,
+                        &format!("{pointer}/{k}"),
+                        &join(path, k),
+                        free_form,
+                        out,
+                    );
                 }
             }
             Value::Array(items) => {
                 *slot = json!({"zz": 1});
                 out.push((mutated, path.to_string()));
                 for (i, v) in items.iter().enumerate() {
-                    walk(root, v, &format!("{pointer}/{i}"), &format!("{path}[{i}]"), free_form, out);
+                    walk(
+                        root,
+                        v,
+                        &format!("{pointer}/{i}"),
+                        &format!("{path}[{i}]"),
+                        free_form,
+                        out,
+                    );
                 }
             }
             _ => {
@@ -284,8 +359,11 @@ fn every_bad_config_is_rejected_with_the_path_of_its_field() {
             failures.push(format!("{}: the base config is rejected: {e}", f.name));
             continue;
         }
-        let mut cases: Vec<(Value, String)> =
-            f.semantic.iter().map(|(v, p)| (v.clone(), p.to_string())).collect();
+        let mut cases: Vec<(Value, String)> = f
+            .semantic
+            .iter()
+            .map(|(v, p)| (v.clone(), p.to_string()))
+            .collect();
         // a bundle's mutations inside `chain[i].config` are reported by that policy's parser, under the same path
         cases.extend(mutations(&f.base, f.free_form));
         counts.push(format!("{}: {}", f.name, cases.len()));
@@ -295,7 +373,10 @@ fn every_bad_config_is_rejected_with_the_path_of_its_field() {
         for (config, want) in cases {
             let bytes = serde_json::to_vec(&config).unwrap();
             match (f.configure)(&bytes) {
-                Ok(()) => failures.push(format!("{}: accepted {config}\n   (expected an error at `{want}`)", f.name)),
+                Ok(()) => failures.push(format!(
+                    "{}: accepted {config}\n   (expected an error at `{want}`)",
+                    f.name
+                )),
                 Err(e) if e.path != want => failures.push(format!(
                     "{}: {config}\n   error at `{}` ({}), expected `{want}`",
                     f.name, e.path, e.message
@@ -305,5 +386,10 @@ fn every_bad_config_is_rejected_with_the_path_of_its_field() {
         }
     }
     eprintln!("bad configs per filter: {}", counts.join(", "));
-    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -122,6 +122,13 @@ thread_local! {
     /// Whether the host lets a root context resume a request (Envoy). ngx_wasm_module accepts
     /// `proxy_set_effective_context` but ignores it, so there a pause is decided at once (as timed out).
     static ROOT_RESUME: Cell<bool> = const { Cell::new(false) };
+    /// Callouts dispatched from an HTTP context during the current callback: a request that pauses after
+    /// making one waits for its answer (`on_request_callout_response`), not for its root context.
+    static REQUEST_CALLOUTS: Cell<u32> = const { Cell::new(0) };
+}
+
+fn request_callouts_made() -> bool {
+    REQUEST_CALLOUTS.with(|c| c.replace(0)) > 0
 }
 
 /// Sets a root context's tick period, once: ngx_wasm_module traps on a second `set_tick_period`.
@@ -260,7 +267,7 @@ impl<P: Policy> Context for PolicyRoot<P> {
 
 /// The finished callout's answer; None when it failed (no `:status`: reset, timeout) or is oversized.
 fn read_callout_response(body_size: usize) -> Option<CalloutResponse> {
-    let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    let headers = map_pairs(MapType::HttpCallResponseHeaders);
     let status = headers
         .iter()
         .find(|(n, _)| n == ":status")
@@ -394,8 +401,14 @@ impl<P: Policy> Resumable for Resume<P> {
 impl<P: Policy> PolicyHttp<P> {
     /// Applies a request-phase decision; a pause registers the request for its root context to resume.
     fn apply_request_decision(&self, policy: &Rc<P>, decision: Decision) -> Action {
+        let awaits_callout = request_callouts_made();
         if decision != Decision::Pause {
             return apply(decision);
+        }
+        if awaits_callout {
+            // The request's own callout answer resumes it (on_http_call_response below); its timeout
+            // bounds the wait.
+            return Action::Pause;
         }
         if !ROOT_RESUME.with(Cell::get) {
             // No root-driven resume on this host: decide now, as if the wait had timed out.
@@ -433,6 +446,42 @@ impl<P: Policy> PolicyHttp<P> {
 }
 
 impl<P: Policy> Context for PolicyHttp<P> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        let response = read_callout_response(body_size);
+        REQUEST_CALLOUTS.with(|c| c.set(0));
+        let decision = match self.inner.try_borrow_mut() {
+            Ok(mut inner) => {
+                let inner = &mut *inner;
+                inner.ex.new_callback();
+                policy.on_request_callout_response(
+                    &mut inner.state,
+                    &mut inner.ex,
+                    token_id,
+                    response,
+                )
+            }
+            Err(_) => Decision::Continue,
+        };
+        match decision {
+            Decision::Pause if request_callouts_made() => {}
+            Decision::Respond(response) => send_local_response(&response),
+            _ => {
+                if !continue_request() {
+                    log::debug!("request {} could not be resumed", self.context_id);
+                }
+            }
+        }
+    }
+
     fn on_done(&mut self) -> bool {
         unregister_paused(self.context_id);
         true
@@ -481,6 +530,7 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
             let inner = &mut *inner;
             inner.started = true;
             inner.ex.new_callback();
+            REQUEST_CALLOUTS.with(|c| c.set(0));
             inner.ex.set_request_has_body(!end_of_stream);
             policy.on_request_headers(&mut inner.state, &mut inner.ex)
         };
@@ -539,6 +589,25 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
     }
 }
 
+/// One header value, invalid UTF-8 replaced by U+FFFD. Never `hostcalls::get_map_value`/`get_map`: they
+/// `unwrap()` the UTF-8 conversion, so one header value with a byte like 0xff (which Envoy forwards as
+/// obs-text) trapped the VM (found by tests/tests/hostile.rs).
+fn map_value(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Every header of a map, values decoded as in [`map_value`] (names are tokens: ASCII on both hosts).
+fn map_pairs(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
+}
+
 /// The real host: every method is one proxy-wasm host call; failures read as "absent".
 pub struct ProxyHost;
 
@@ -551,13 +620,11 @@ impl Host for ProxyHost {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        map_value(MapType::HttpRequestHeaders, name)
     }
 
     fn request_headers(&self) -> Vec<(String, String)> {
-        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+        map_pairs(MapType::HttpRequestHeaders)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -569,9 +636,7 @@ impl Host for ProxyHost {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
+        map_value(MapType::HttpResponseHeaders, name)
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
@@ -598,6 +663,27 @@ impl Host for ProxyHost {
 
     fn shared_data(&mut self) -> &mut dyn SharedData {
         self
+    }
+
+    fn dispatch_http_call(
+        &mut self,
+        upstream: &str,
+        method: &str,
+        path: &str,
+        authority: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        let mut all = Vec::with_capacity(headers.len() + 3);
+        all.push((":method", method));
+        all.push((":path", path));
+        all.push((":authority", authority));
+        all.extend_from_slice(headers);
+        let token = hostcalls::dispatch_http_call(upstream, all, body, Vec::new(), timeout)
+            .map_err(|status| format!("the host refused the call to {upstream:?}: {status:?}"))?;
+        REQUEST_CALLOUTS.with(|c| c.set(c.get().saturating_add(1)));
+        Ok(token)
     }
 }
 

@@ -29,6 +29,24 @@ pub trait Host {
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool;
 
     fn shared_data(&mut self) -> &mut dyn SharedData;
+
+    /// Starts an HTTP callout from the request's own context; its answer arrives in
+    /// `Policy::on_request_callout_response` of this request, which may then resume it (Envoy and Kong both
+    /// resume a request paused in its headers from its own callout response). Arguments as
+    /// [`RootHost::dispatch_http_call`]. Hosts without callouts refuse.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_http_call(
+        &mut self,
+        upstream: &str,
+        _method: &str,
+        _path: &str,
+        _authority: &str,
+        _headers: &[(&str, &str)],
+        _body: Option<&[u8]>,
+        _timeout: Duration,
+    ) -> Result<u32, String> {
+        Err(format!("callouts to {upstream:?} are not available here"))
+    }
 }
 
 /// The answer to a callout made with [`RootHost::dispatch_http_call`].

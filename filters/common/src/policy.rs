@@ -71,6 +71,19 @@ pub trait Policy: Sized + 'static {
     ) {
     }
 
+    /// A callout this request made with [`crate::Host::dispatch_http_call`] finished (`response` is None on
+    /// failure or timeout). `Continue`/`Respond` resume the request; `Pause` keeps it waiting, which is only
+    /// allowed after dispatching another callout (otherwise the adapter continues the request).
+    fn on_request_callout_response(
+        &self,
+        _state: &mut Self::State,
+        _ex: &mut Exchange,
+        _token: u32,
+        _response: Option<CalloutResponse>,
+    ) -> Decision {
+        Decision::Continue
+    }
+
     /// A request this policy paused (`Decision::Pause` from `on_request_headers`/`on_request_body`) is
     /// resumed: decide again now (the awaited data arrived, or the wait timed out).
     fn on_resume(

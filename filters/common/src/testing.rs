@@ -118,6 +118,10 @@ pub struct FakeRequest {
     /// Host calls made, by kind, so tests can check a policy reads each value only once.
     pub header_reads: usize,
     pub property_reads: usize,
+    /// Callouts made from the request context (tokens count up from 1).
+    pub calls: Vec<DispatchedCall>,
+    /// When set, the request context's `dispatch_http_call` fails with this message.
+    pub dispatch_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -291,9 +295,40 @@ impl Host for FakeHost {
     fn shared_data(&mut self) -> &mut dyn SharedData {
         &mut self.store
     }
+
+    fn dispatch_http_call(
+        &mut self,
+        upstream: &str,
+        method: &str,
+        path: &str,
+        authority: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        let mut state = self.state.borrow_mut();
+        if let Some(e) = &state.dispatch_error {
+            return Err(e.clone());
+        }
+        let token = u32::try_from(state.calls.len() + 1).unwrap_or(u32::MAX);
+        state.calls.push(DispatchedCall {
+            token,
+            upstream: upstream.to_string(),
+            method: method.to_string(),
+            path: path.to_string(),
+            authority: authority.to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.map(<[u8]>::to_vec),
+            timeout,
+        });
+        Ok(token)
+    }
 }
 
-/// A callout recorded by [`FakeRootHost`].
+/// A callout recorded by [`FakeRootHost`] (or by a [`FakeHost`] request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchedCall {
     pub token: u32,

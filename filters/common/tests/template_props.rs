@@ -45,7 +45,10 @@ fn hostile() -> impl Strategy<Value = String> {
 
 fn template() -> impl Strategy<Value = String> {
     prop::collection::vec(
-        prop_oneof![prop::sample::select(VARS).prop_map(str::to_owned), "[a-z =;/-]{0,8}"],
+        prop_oneof![
+            prop::sample::select(VARS).prop_map(str::to_owned),
+            "[a-z =;/-]{0,8}"
+        ],
         1..6,
     )
     .prop_map(|parts| parts.concat())

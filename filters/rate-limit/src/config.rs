@@ -37,10 +37,16 @@ pub struct RateLimitConfig {
     /// this whatever the traffic; a key whose slot holds another key's live record is a store error.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
-    /// What to do when the shared store fails or has no free slot for a key: `allow` the request
-    /// (skipping that limit) or `deny` it. Counted in `portcullis_rate_limit_store_errors_total`.
+    /// What to do when the store fails (shared data refuses or has no free slot; with a `redis_http` store
+    /// also when Redis is unreachable, slow or answers nonsense): `allow` the request (skipping that limit),
+    /// `deny` it, or `local` (redis_http only: apply the same limits per node, in shared data). Counted in
+    /// `portcullis_rate_limit_store_errors_total`.
     #[serde(default)]
     pub on_store_error: OnStoreError,
+    /// Where the counters live: `{"type": "local"}` (default; per node) or a Redis shared by every node,
+    /// reached over HTTP (`{"type": "redis_http", "upstream": …}`); see the README's "Multi-node limits".
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Add `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` to allowed responses too
     /// (rejections always carry them, with `Retry-After`).
     #[serde(default = "default_true")]
@@ -127,9 +133,336 @@ pub enum OnMissingKey {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
+    /// Admit the request (that limit is skipped).
     #[default]
     Allow,
+    /// Reject the request (without rate headers).
     Deny,
+    /// Redis store only: fall back to the node-local limits.
+    Local,
+}
+
+/// Where the counters live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `local`: shared data of this node (exact across its workers). `redis_http`: one Redis shared by every
+    /// node, reached over HTTP with webdis' path-style REST protocol (`GET /EVAL/<script>/…`).
+    #[serde(rename = "type", default)]
+    pub kind: StoreKind,
+    /// redis_http: where webdis (or a Redis REST API) listens: an Envoy cluster name, or `host:port` on Kong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// redis_http: the `:authority` (Host) of the calls; default: `upstream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// redis_http: path prefix before the command (`/` for webdis; e.g. `/redis/` behind a path-routing proxy).
+    #[serde(default = "default_base_path")]
+    pub base_path: String,
+    /// redis_http: credentials sent as the `Authorization` header: `{"type": "bearer", "token": …}` or
+    /// `{"type": "basic", "username": …, "password": …}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<StoreAuth>,
+    /// redis_http: the longest a call to Redis may take (a request never waits longer); then `on_store_error`.
+    #[serde(default = "default_store_timeout")]
+    pub timeout: DurationSpec,
+    /// redis_http: `per_request` (each request waits for one atomic EVAL: exact across nodes) or `batched`
+    /// (nodes reserve slices of the budget in the background; requests never wait; bounded overshoot).
+    #[serde(default)]
+    pub sync: SyncMode,
+    /// redis_http: prefix of every Redis key (`<prefix><namespace>:<limit>:<key>`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// batched: most units a node reserves from Redis at once (worst-case overshoot = nodes × slice);
+    /// default: 10% of the limit's capacity, at least 1, at most 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<u64>,
+    /// batched: how often a node reserves slices for the keys that need them.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: DurationSpec,
+    /// redis_http: after a failure, how long the node uses `on_store_error` before trying Redis again.
+    #[serde(default = "default_retry_interval")]
+    pub retry_interval: DurationSpec,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Local,
+            upstream: None,
+            authority: None,
+            base_path: default_base_path(),
+            auth: None,
+            timeout: default_store_timeout(),
+            sync: SyncMode::PerRequest,
+            key_prefix: default_key_prefix(),
+            slice: None,
+            sync_interval: default_sync_interval(),
+            retry_interval: default_retry_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Node-local shared data.
+    #[default]
+    Local,
+    /// Redis over HTTP (webdis protocol).
+    RedisHttp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// One EVAL per request; the request waits for it.
+    #[default]
+    PerRequest,
+    /// Background reservations of budget slices; requests never wait.
+    Batched,
+}
+
+/// Credentials for the Redis REST endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreAuth {
+    /// `bearer` (with `token`) or `basic` (with `username` and `password`).
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    /// bearer: the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// basic: the user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// basic: the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    Bearer,
+    Basic,
+}
+
+fn default_base_path() -> String {
+    "/".into()
+}
+fn default_store_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_millis(200))
+}
+fn default_key_prefix() -> String {
+    "portcullis:rl:".into()
+}
+fn default_sync_interval() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_millis(100))
+}
+fn default_retry_interval() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(1))
+}
+
+/// A validated Redis store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStore {
+    pub upstream: String,
+    pub authority: String,
+    /// Ends with `/`.
+    pub base_path: String,
+    /// The `Authorization` header value.
+    pub authorization: Option<String>,
+    pub timeout: std::time::Duration,
+    pub sync: SyncMode,
+    pub key_prefix: String,
+    /// batched: explicit slice (else derived per limit).
+    pub slice: Option<u64>,
+    pub sync_interval: std::time::Duration,
+    pub retry_interval_us: u64,
+}
+
+/// Longest `upstream`, `authority`, `base_path`, `key_prefix`, credentials.
+const MAX_STORE_TEXT: usize = 256;
+
+fn store_text(value: &str, path: &str) -> Result<(), ConfigError> {
+    if value.len() > MAX_STORE_TEXT || value.bytes().any(|b| b.is_ascii_control()) {
+        return Err(ConfigError::at(
+            path,
+            format!("must be at most {MAX_STORE_TEXT} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = ((n >> (18 - 6 * i)) & 63) as usize;
+                out.push(char::from(ALPHABET.get(idx).copied().unwrap_or(b'A')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl StoreConfig {
+    fn validate(&self, on_store_error: OnStoreError) -> Result<Option<RedisStore>, ConfigError> {
+        if self.kind == StoreKind::Local {
+            if on_store_error == OnStoreError::Local {
+                return Err(ConfigError::at(
+                    "on_store_error",
+                    "`local` needs a shared store (`store.type: redis_http`)",
+                ));
+            }
+            if self.upstream.is_some() || self.auth.is_some() {
+                return Err(ConfigError::at(
+                    "store.type",
+                    "`upstream` and `auth` need `type: redis_http`",
+                ));
+            }
+            return Ok(None);
+        }
+        // In the bundle's chain a paused step is resumed by the chain, not by its own callout's answer.
+        // (Only in the built bundle: `cargo test --workspace` unifies the `bundled` feature into every build.)
+        if cfg!(all(feature = "bundled", target_arch = "wasm32", not(test))) {
+            return Err(ConfigError::at(
+                "store.type",
+                "redis_http is not available in the portcullis bundle (use the rate-limit filter)",
+            ));
+        }
+        let upstream = self
+            .upstream
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                ConfigError::at(
+                    "store.upstream",
+                    "required with `type: redis_http` (Envoy cluster name or Kong host:port)",
+                )
+            })?;
+        store_text(&upstream, "store.upstream")?;
+        let authority = self.authority.clone().unwrap_or_else(|| upstream.clone());
+        store_text(&authority, "store.authority")?;
+        if authority.is_empty() {
+            return Err(ConfigError::at("store.authority", "must not be empty"));
+        }
+        store_text(&self.base_path, "store.base_path")?;
+        if !self.base_path.starts_with('/') || self.base_path.contains(['?', '#', ' ']) {
+            return Err(ConfigError::at(
+                "store.base_path",
+                "must start with `/` and hold no query, fragment or space",
+            ));
+        }
+        let mut base_path = self.base_path.clone();
+        if !base_path.ends_with('/') {
+            base_path.push('/');
+        }
+        store_text(&self.key_prefix, "store.key_prefix")?;
+        let authorization = match &self.auth {
+            None => None,
+            Some(auth) => Some(match auth.kind {
+                AuthKind::Bearer => {
+                    if auth.username.is_some() || auth.password.is_some() {
+                        return Err(ConfigError::at(
+                            "store.auth",
+                            "bearer auth takes only `token`",
+                        ));
+                    }
+                    let token =
+                        auth.token
+                            .as_deref()
+                            .filter(|t| !t.is_empty())
+                            .ok_or_else(|| {
+                                ConfigError::at("store.auth.token", "required for bearer auth")
+                            })?;
+                    store_text(token, "store.auth.token")?;
+                    format!("Bearer {token}")
+                }
+                AuthKind::Basic => {
+                    if auth.token.is_some() {
+                        return Err(ConfigError::at(
+                            "store.auth.token",
+                            "basic auth takes `username` and `password`",
+                        ));
+                    }
+                    let user = auth.username.as_deref().ok_or_else(|| {
+                        ConfigError::at("store.auth.username", "required for basic auth")
+                    })?;
+                    let password = auth.password.as_deref().unwrap_or("");
+                    store_text(user, "store.auth.username")?;
+                    store_text(password, "store.auth.password")?;
+                    if user.contains(':') {
+                        return Err(ConfigError::at(
+                            "store.auth.username",
+                            "must not contain `:`",
+                        ));
+                    }
+                    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+                }
+            }),
+        };
+        let timeout = self.timeout.0;
+        if timeout.is_zero() || timeout > std::time::Duration::from_secs(60) {
+            return Err(ConfigError::at(
+                "store.timeout",
+                "must be longer than 0 and at most 60s",
+            ));
+        }
+        let sync_interval = self.sync_interval.0;
+        if sync_interval < std::time::Duration::from_millis(10)
+            || sync_interval > std::time::Duration::from_secs(60)
+        {
+            return Err(ConfigError::at(
+                "store.sync_interval",
+                "must be between 10ms and 60s",
+            ));
+        }
+        let retry = self.retry_interval.0;
+        if retry.is_zero() || retry > std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::at(
+                "store.retry_interval",
+                "must be longer than 0 and at most 1h",
+            ));
+        }
+        if let Some(slice) = self.slice {
+            if self.sync != SyncMode::Batched {
+                return Err(ConfigError::at(
+                    "store.slice",
+                    "applies to `sync: batched` only",
+                ));
+            }
+            if slice == 0 || slice > 1_000_000 {
+                return Err(ConfigError::at(
+                    "store.slice",
+                    format!("must be between 1 and 1000000, got {slice}"),
+                ));
+            }
+        }
+        Ok(Some(RedisStore {
+            upstream,
+            authority,
+            base_path,
+            authorization,
+            timeout,
+            sync: self.sync,
+            key_prefix: self.key_prefix.clone(),
+            slice: self.slice,
+            sync_interval,
+            retry_interval_us: u64::try_from(retry.as_micros()).unwrap_or(u64::MAX),
+        }))
+    }
 }
 
 fn default_max_keys() -> u64 {
@@ -272,13 +605,16 @@ impl LimitConfig {
 pub struct Validated {
     pub raw: RateLimitConfig,
     pub limits: Vec<Limit>,
+    /// Set for `store.type: redis_http`.
+    pub redis: Option<RedisStore>,
 }
 
 impl RateLimitConfig {
     pub fn parse(bytes: &[u8]) -> Result<Validated, ConfigError> {
         let raw: RateLimitConfig = portcullis_common::parse_config(bytes)?;
         let limits = raw.validate()?;
-        Ok(Validated { raw, limits })
+        let redis = raw.store.validate(raw.on_store_error)?;
+        Ok(Validated { raw, limits, redis })
     }
 
     fn validate(&self) -> Result<Vec<Limit>, ConfigError> {

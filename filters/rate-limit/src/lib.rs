@@ -6,7 +6,9 @@
 pub mod algo;
 pub mod config;
 pub mod core;
+pub mod global;
 pub mod policy;
+pub mod redis;
 
 pub use config::RateLimitConfig;
 pub use policy::RateLimitPolicy;
