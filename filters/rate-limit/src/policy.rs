@@ -381,7 +381,13 @@ impl RateLimitPolicy {
         now: u64,
     ) -> Decision {
         g.fallbacks.inc();
-        let verdict = match self.config.on_store_error {
+        let verdict = self.fallback_verdict(ex, keys, now);
+        self.decide(state, verdict)
+    }
+
+    /// The verdict without Redis, following `on_store_error`: the node-local limit, allow, or deny.
+    fn fallback_verdict(&self, ex: &mut Exchange, keys: &[Key], now: u64) -> Verdict {
+        match self.config.on_store_error {
             OnStoreError::Local => self.limiter.check(keys, now, ex.host().shared_data()),
             OnStoreError::Allow => Verdict {
                 results: vec![LimitResult::NotChecked; self.limiter.limits.len()],
@@ -401,8 +407,7 @@ impl RateLimitPolicy {
                     rejection: Some(Rejection::StoreError(at)),
                 }
             }
-        };
-        self.decide(state, verdict)
+        }
     }
 
     /// `batched`: spends from this node's leases (never waits on Redis); keys running low are marked for
@@ -419,27 +424,7 @@ impl RateLimitPolicy {
                 }
             }
             g.fallbacks.inc();
-            return match self.config.on_store_error {
-                OnStoreError::Local => self.limiter.check(keys, now, ex.host().shared_data()),
-                OnStoreError::Allow => Verdict {
-                    results: vec![LimitResult::NotChecked; self.limiter.limits.len()],
-                    rejection: None,
-                },
-                OnStoreError::Deny => {
-                    let at = keys
-                        .iter()
-                        .position(|k| matches!(k, Key::Value(_)))
-                        .unwrap_or(0);
-                    let mut results = vec![LimitResult::NotChecked; self.limiter.limits.len()];
-                    if let Some(r) = results.get_mut(at) {
-                        *r = LimitResult::StoreError(StoreError::Host);
-                    }
-                    Verdict {
-                        results,
-                        rejection: Some(Rejection::StoreError(at)),
-                    }
-                }
-            };
+            return self.fallback_verdict(ex, keys, now);
         }
         let ttl = lease_ttl_us(&g.store);
         let retry_default = duration_us(g.store.sync_interval);
