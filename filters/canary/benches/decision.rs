@@ -9,27 +9,11 @@ mod native {
     use portcullis_common::testing::FakeHost;
     use portcullis_common::{Exchange, Policy};
     use std::hint::black_box;
-    use std::time::Duration;
 
-    /// A fixed clock (2027-01-15) unless a bench needs the real one.
-    #[allow(dead_code)]
-    const NOW: Duration = Duration::from_secs(1_800_000_000);
-
-    /// A typical API request from 127.0.0.1.
-    #[allow(dead_code)]
-    fn request() -> FakeHost {
-        FakeHost::request("GET", "/orders?id=7")
-            .with_header(
-                "user-agent",
-                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-            )
-            .with_header("accept", "application/json")
-            .with_header("x-request-id", "4bf92f35-77b3-4da6-a3ce-929d0e0e4736")
-            .with_property(&["source", "address"], b"127.0.0.1:40000")
-            .with_property(&["xds", "route_name"], b"orders")
-            .with_property(&["response", "code"], &200u64.to_le_bytes())
-            .at(NOW)
-    }
+    #[allow(unused_imports)]
+    use portcullis_common::testing::{
+        configured as configure, run_request, typical_request as request, FIXED_NOW as NOW,
+    };
 
     /// Runs `f` once per iteration on a fresh request from `make` (setup not timed).
     fn bench<P: Policy>(
@@ -42,22 +26,10 @@ mod native {
         c.bench_function(name, |b| {
             b.iter_batched(
                 &make,
-                |host| {
-                    let mut ex = Exchange::new(Box::new(host));
-                    let mut state = P::State::default();
-                    f(policy, &mut state, &mut ex);
-                    black_box(state)
-                },
+                |host| black_box(run_request(policy, host, &f)),
                 BatchSize::SmallInput,
             )
         });
-    }
-
-    fn configure<P: Policy>(json: &str) -> P {
-        match P::configure(json.as_bytes()) {
-            Ok(p) => p,
-            Err(e) => panic!("bench config: {e}"),
-        }
     }
 
     fn decision(c: &mut Criterion) {

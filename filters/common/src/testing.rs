@@ -1,7 +1,9 @@
 //! In-memory host for unit tests of policies, natively and under wasm32-wasip1. Cloning a [`FakeHost`] gives
 //! another handle to the same request, so a test can hand one to an `Exchange` and inspect the other.
 
+use crate::exchange::Exchange;
 use crate::host::{Host, RootHost};
+use crate::policy::Policy;
 use crate::store::{SharedData, StoreError, Versioned};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -419,6 +421,45 @@ impl RootHost for FakeRootHost {
     fn wake_paused(&mut self) {
         self.wakes += 1;
     }
+}
+
+/// A fixed clock for benchmarks and tests that need a realistic date: 2027-01-15.
+pub const FIXED_NOW: Duration = Duration::from_secs(1_800_000_000);
+
+/// A typical API request from 127.0.0.1 on Envoy (user agent, accept, request id, route, response code),
+/// at [`FIXED_NOW`]: the common starting point of the policies' micro-benchmarks.
+pub fn typical_request() -> FakeHost {
+    FakeHost::request("GET", "/orders?id=7")
+        .with_header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        )
+        .with_header("accept", "application/json")
+        .with_header("x-request-id", "4bf92f35-77b3-4da6-a3ce-929d0e0e4736")
+        .with_property(&["source", "address"], b"127.0.0.1:40000")
+        .with_property(&["xds", "route_name"], b"orders")
+        .with_property(&["response", "code"], &200u64.to_le_bytes())
+        .at(FIXED_NOW)
+}
+
+/// Builds a policy from its JSON config, panicking with the config error (tests and benchmarks only).
+pub fn configured<P: Policy>(json: &str) -> P {
+    match P::configure(json.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => panic!("config: {e}"),
+    }
+}
+
+/// Runs one request on `host` through `f` with a fresh `Exchange` and state, as the adapter does per request.
+pub fn run_request<P: Policy>(
+    policy: &P,
+    host: FakeHost,
+    f: impl Fn(&P, &mut P::State, &mut Exchange),
+) -> P::State {
+    let mut ex = Exchange::new(Box::new(host));
+    let mut state = P::State::default();
+    f(policy, &mut state, &mut ex);
+    state
 }
 
 #[cfg(test)]
