@@ -49,8 +49,10 @@ fn installed(binary: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// redis-server + webdis on loopback ephemeral ports, config and logs in a temp dir.
+/// redis-server + webdis on loopback ephemeral ports, config and logs in a temp dir. Tests take turns
+/// (`_turn`): servers started at once can be handed the same just-released ephemeral port.
 struct RedisHttp {
+    _turn: std::sync::MutexGuard<'static, ()>,
     redis: Option<Proc>,
     redis_port: u16,
     _webdis: Proc,
@@ -58,8 +60,13 @@ struct RedisHttp {
     dir: PathBuf,
 }
 
+static ONE_STORE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl RedisHttp {
     fn start() -> Option<RedisHttp> {
+        let turn = ONE_STORE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for binary in ["redis-server", "webdis"] {
             if !installed(binary) {
                 println!("skipped: `{binary}` is not installed (apt-get install redis-server webdis; scripts/setup)");
@@ -92,6 +99,7 @@ impl RedisHttp {
         let webdis = Proc(webdis);
         wait_listening(webdis_port, "webdis");
         Some(RedisHttp {
+            _turn: turn,
             redis: Some(redis),
             redis_port,
             _webdis: webdis,

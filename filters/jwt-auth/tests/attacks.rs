@@ -3,6 +3,10 @@
 //! and none may panic. Tokens are built by hand (raw JSON, so duplicate keys and odd types are possible) and
 //! HMAC'd with `hmac-sha256`, or signed by jwt-simple for RSA.
 
+// Integration tests link the crate with its proxy-wasm exports (`export_policy!`, which defines
+// `_initialize`), which the wasm32-wasip1 test runner refuses; the unit tests in src/ cover wasm32.
+#![cfg(not(target_arch = "wasm32"))]
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::{Claims, JWTClaims, RS256KeyPair, RSAKeyPairLike};
@@ -32,7 +36,10 @@ fn hs256_raw(header: &str, payload: &[u8], key: &[u8]) -> String {
 
 /// Good claims as raw JSON text (so tests can splice in duplicates and odd values).
 fn claims_text(exp: &str) -> String {
-    format!(r#"{{"iss":"{ISS}","sub":"alice","aud":"orders","iat":{},"exp":{exp}}}"#, NOW - 10)
+    format!(
+        r#"{{"iss":"{ISS}","sub":"alice","aud":"orders","iat":{},"exp":{exp}}}"#,
+        NOW - 10
+    )
 }
 
 fn good_claims() -> Value {
@@ -67,10 +74,7 @@ fn rs256(pem: &str, kid: Option<&str>, claims: Value) -> String {
 
 /// The public JWK of `pem` for RS256, with `kid`.
 fn rsa_jwk(pem: &str, kid: &str) -> Value {
-    let text = RS256KeyPair::from_pem(pem)
-        .unwrap()
-        .public_key()
-        .to_jwk();
+    let text = RS256KeyPair::from_pem(pem).unwrap().public_key().to_jwk();
     let mut v: Value = serde_json::from_str(&text).unwrap();
     v["kid"] = json!(kid);
     v
@@ -129,16 +133,25 @@ fn assert_invalid(p: &JwtAuthPolicy, case: &str, token: &str, text: &str) {
         challenge.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
         "{case}: {challenge}"
     );
-    assert!(challenge.contains(text), "{case}: want {text:?} in {challenge}");
+    assert!(
+        challenge.contains(text),
+        "{case}: want {text:?} in {challenge}"
+    );
     assert_eq!(message, "invalid token", "{case}");
 }
 
 #[test]
 fn the_valid_baselines_pass() {
     // Without these, every rejection below could come from a broken setup.
-    assert_eq!(check(&policy_with(secret_provider(), json!({})), &valid_hs()).0, 200);
+    assert_eq!(
+        check(&policy_with(secret_provider(), json!({})), &valid_hs()).0,
+        200
+    );
     let rsa = policy_with(rsa_provider(&["RS256"]), json!({}));
-    assert_eq!(check(&rsa, &rs256(RSA_PEM, Some("k1"), good_claims())).0, 200);
+    assert_eq!(
+        check(&rsa, &rs256(RSA_PEM, Some("k1"), good_claims())).0,
+        200
+    );
 }
 
 #[test]
@@ -153,7 +166,12 @@ fn alg_none_is_refused_in_every_casing_with_or_without_a_signature() {
         let unsigned = format!("{}.{}", b64(&header), b64(&payload));
         let signed_with_secret = hs256_raw(&header, payload.as_bytes(), SECRET.as_bytes());
         for p in &providers {
-            assert_invalid(p, casing, &format!("{unsigned}."), "unsigned tokens are not accepted");
+            assert_invalid(
+                p,
+                casing,
+                &format!("{unsigned}."),
+                "unsigned tokens are not accepted",
+            );
             assert_invalid(
                 p,
                 casing,
@@ -161,9 +179,39 @@ fn alg_none_is_refused_in_every_casing_with_or_without_a_signature() {
                 "unsigned tokens are not accepted",
             );
             // even a signature the provider's own key would accept does not make `none` acceptable
-            assert_invalid(p, casing, &signed_with_secret, "unsigned tokens are not accepted");
+            assert_invalid(
+                p,
+                casing,
+                &signed_with_secret,
+                "unsigned tokens are not accepted",
+            );
             // no signature part at all: not a compact JWS
             assert_invalid(p, casing, &unsigned, "not a compact JWS (three parts)");
+        }
+    }
+    // `none` spelled with JSON escapes is still `none`; near-misses are unknown algorithms; a non-string
+    // alg is no alg at all
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"alg":"\u006e\u006f\u006e\u0065"}"#,
+            "unsigned tokens are not accepted",
+        ),
+        (r#"{"alg":"\u004eONE"}"#, "unsigned tokens are not accepted"),
+        (r#"{"alg":"none "}"#, "the token algorithm is not supported"),
+        (
+            r#"{"alg":"none\u0000"}"#,
+            "the token algorithm is not supported",
+        ),
+        (r#"{"alg":"hs256"}"#, "the token algorithm is not supported"),
+        (r#"{"alg":""}"#, "the token algorithm is not supported"),
+        (r#"{"alg":["none"]}"#, "the token header has no alg"),
+        (r#"{"alg":null}"#, "the token header has no alg"),
+        (r#"{"typ":"JWT"}"#, "the token header has no alg"),
+    ];
+    for (header, text) in cases {
+        let t = format!("{}.{}.c2ln", b64(header), b64(&payload));
+        for p in &providers {
+            assert_invalid(p, header, &t, text);
         }
     }
 }
@@ -185,10 +233,18 @@ fn hs256_signed_with_the_rsa_public_key_is_refused() {
         ("jwk", jwk_text.as_bytes()),
     ];
     for (what, secret) in secrets {
-        for header in [r#"{"alg":"HS256","typ":"JWT"}"#, r#"{"alg":"HS256","kid":"k1"}"#] {
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"alg":"HS256","kid":"k1"}"#,
+        ] {
             let t = hs256_raw(header, payload.as_bytes(), secret);
             assert_invalid(&rsa_only, what, &t, "the token algorithm is not allowed");
-            assert_invalid(&mixed, what, &t, "no key matches the token kid and algorithm");
+            assert_invalid(
+                &mixed,
+                what,
+                &t,
+                "no key matches the token kid and algorithm",
+            );
         }
     }
 }
@@ -232,7 +288,9 @@ fn hostile_kids_against_a_remote_jwks_refetch_only_the_configured_url_then_fail(
     let jwks = CalloutResponse {
         status: 200,
         headers: vec![(":status".into(), "200".into())],
-        body: json!({"keys": [rsa_jwk(RSA_PEM, "k1")]}).to_string().into_bytes(),
+        body: json!({"keys": [rsa_jwk(RSA_PEM, "k1")]})
+            .to_string()
+            .into_bytes(),
     };
     let mut root = FakeRootHost::new().at(Duration::from_secs(NOW));
     p.on_start(&mut root);
@@ -288,7 +346,12 @@ fn header_named_keys_and_key_urls_are_never_trusted() {
     for header in injected {
         // signed with the real secret: the header parameter alone gets the token refused
         let t = hs256_raw(&header.to_string(), payload.as_bytes(), SECRET.as_bytes());
-        assert_invalid(&p, &header.to_string(), &t, "names its own key, which is never trusted");
+        assert_invalid(
+            &p,
+            &header.to_string(),
+            &t,
+            "names its own key, which is never trusted",
+        );
     }
     // the classic: an RS256 token signed by the attacker's key, with that key embedded as `jwk`
     let header = json!({"alg": "RS256", "typ": "JWT", "jwk": attacker_jwk});
@@ -342,7 +405,12 @@ fn nested_and_compressed_tokens_are_never_unwrapped() {
     // a nested JWT (`cty: JWT`, RFC 7519 §5.2) whose outer layer is validly signed: not unwrapped
     for header in [r#"{"alg":"HS256","cty":"JWT"}"#, r#"{"alg":"HS256"}"#] {
         let nested = hs256_raw(header, inner.as_bytes(), key);
-        assert_invalid(&p, header, &nested, "the token payload is not a JSON object");
+        assert_invalid(
+            &p,
+            header,
+            &nested,
+            "the token payload is not a JSON object",
+        );
     }
     // an unsigned wrapper around a valid token
     let wrapper = format!(
@@ -350,19 +418,31 @@ fn nested_and_compressed_tokens_are_never_unwrapped() {
         b64(r#"{"alg":"none","cty":"JWT"}"#),
         b64(inner.as_bytes())
     );
-    assert_invalid(&p, "none wrapper", &wrapper, "unsigned tokens are not accepted");
+    assert_invalid(
+        &p,
+        "none wrapper",
+        &wrapper,
+        "unsigned tokens are not accepted",
+    );
     // a valid token carried as a claim of a token signed by someone else
     let carrier = format!(
         r#"{{"iss":"{ISS}","aud":"orders","exp":{},"token":"{inner}"}}"#,
         NOW + 600
     );
-    let forged = hs256_raw(r#"{"alg":"HS256","cty":"JWT"}"#, carrier.as_bytes(), b"not-the-secret-0123456789abcdef0123");
+    let forged = hs256_raw(
+        r#"{"alg":"HS256","cty":"JWT"}"#,
+        carrier.as_bytes(),
+        b"not-the-secret-0123456789abcdef0123",
+    );
     assert_invalid(&p, "carrier", &forged, "the token signature is invalid");
     // typ naming an encrypted token
     let jwe = hs256_raw(r#"{"alg":"HS256","typ":"JWE"}"#, payload.as_bytes(), key);
     assert_invalid(&p, "typ JWE", &jwe, "the token typ is not JWT");
     // a five-part JWE compact form
-    let five = format!("{}.a.b.c.d", b64(r#"{"alg":"RSA-OAEP","enc":"A256GCM","zip":"DEF"}"#));
+    let five = format!(
+        "{}.a.b.c.d",
+        b64(r#"{"alg":"RSA-OAEP","enc":"A256GCM","zip":"DEF"}"#)
+    );
     assert_invalid(&p, "jwe", &five, "not a compact JWS (three parts)");
 }
 
@@ -390,8 +470,14 @@ fn trailing_data_and_extra_segments_are_refused() {
     for suffix in [" junk", ",x", "\tx", ", Bearer x"] {
         let (status, challenge, _) = check(&p, &format!("{t}{suffix}"));
         assert_eq!(status, 401, "{suffix:?}");
-        assert!(challenge.contains("error=\"invalid_request\""), "{challenge}");
-        assert!(challenge.contains("credentials are malformed"), "{challenge}");
+        assert!(
+            challenge.contains("error=\"invalid_request\""),
+            "{challenge}"
+        );
+        assert!(
+            challenge.contains("credentials are malformed"),
+            "{challenge}"
+        );
     }
 }
 
@@ -405,32 +491,83 @@ fn duplicate_json_keys_cannot_bypass_the_checks() {
     let payload = claims_text(&(NOW + 600).to_string());
     // last alg wins in the filter: `none` → refused before any key
     let t = hs256_raw(r#"{"alg":"HS256","alg":"none"}"#, payload.as_bytes(), key);
-    assert_invalid(&p, "HS256 then none", &t, "unsigned tokens are not accepted");
-    let unsigned = format!("{}.{}.", b64(r#"{"alg":"HS256","alg":"none"}"#), b64(&payload));
-    assert_invalid(&p, "HS256 then none, unsigned", &unsigned, "unsigned tokens");
+    assert_invalid(
+        &p,
+        "HS256 then none",
+        &t,
+        "unsigned tokens are not accepted",
+    );
+    let unsigned = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"HS256","alg":"none"}"#),
+        b64(&payload)
+    );
+    assert_invalid(
+        &p,
+        "HS256 then none, unsigned",
+        &unsigned,
+        "unsigned tokens",
+    );
     // last alg HS256: the filter goes on, the empty signature is refused…
-    let unsigned = format!("{}.{}.", b64(r#"{"alg":"none","alg":"HS256"}"#), b64(&payload));
-    assert_invalid(&p, "none then HS256, unsigned", &unsigned, "the token has no signature");
+    let unsigned = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","alg":"HS256"}"#),
+        b64(&payload)
+    );
+    assert_invalid(
+        &p,
+        "none then HS256, unsigned",
+        &unsigned,
+        "the token has no signature",
+    );
     // …and a real signature still does not pass: jwt-simple refuses the duplicate field
     let t = hs256_raw(r#"{"alg":"none","alg":"HS256"}"#, payload.as_bytes(), key);
-    assert_invalid(&p, "none then HS256, signed", &t, "the token claims are malformed");
+    assert_invalid(
+        &p,
+        "none then HS256, signed",
+        &t,
+        "the token claims are malformed",
+    );
     // an RS256/HS256 duplicate on an RS256 provider: refused by the allow-list or the key binding
     let rsa = policy_with(rsa_provider(&["RS256"]), json!({}));
     let t = hs256_raw(r#"{"alg":"RS256","alg":"HS256"}"#, payload.as_bytes(), b"x");
-    assert_invalid(&rsa, "RS256 then HS256", &t, "the token algorithm is not allowed");
+    assert_invalid(
+        &rsa,
+        "RS256 then HS256",
+        &t,
+        "the token algorithm is not allowed",
+    );
     // duplicate claims in a payload the real secret signed: refused, not resolved either way
     for dup in [
-        format!(r#"{{"iss":"{ISS}","aud":"orders","exp":{},"exp":{}}}"#, NOW - 1000, NOW + 600),
-        format!(r#"{{"iss":"{ISS}","aud":"orders","exp":{},"exp":{}}}"#, NOW + 600, NOW - 1000),
-        format!(r#"{{"iss":"https://evil.test/","iss":"{ISS}","aud":"orders","exp":{}}}"#, NOW + 600),
-        format!(r#"{{"iss":"{ISS}","aud":"evil","aud":"orders","exp":{}}}"#, NOW + 600),
+        format!(
+            r#"{{"iss":"{ISS}","aud":"orders","exp":{},"exp":{}}}"#,
+            NOW - 1000,
+            NOW + 600
+        ),
+        format!(
+            r#"{{"iss":"{ISS}","aud":"orders","exp":{},"exp":{}}}"#,
+            NOW + 600,
+            NOW - 1000
+        ),
+        format!(
+            r#"{{"iss":"https://evil.test/","iss":"{ISS}","aud":"orders","exp":{}}}"#,
+            NOW + 600
+        ),
+        format!(
+            r#"{{"iss":"{ISS}","aud":"evil","aud":"orders","exp":{}}}"#,
+            NOW + 600
+        ),
     ] {
         let t = hs256_raw(r#"{"alg":"HS256"}"#, dup.as_bytes(), key);
         assert_invalid(&p, &dup, &t, "the token claims are malformed");
     }
     // duplicate `kid`: the filter takes the last, jwt-simple refuses the token
     let rsa_kid = policy_with(rsa_provider(&["RS256", "HS256"]), json!({}));
-    let t = hs256_raw(r#"{"alg":"HS256","kid":"k1","kid":"zz"}"#, payload.as_bytes(), key);
+    let t = hs256_raw(
+        r#"{"alg":"HS256","kid":"k1","kid":"zz"}"#,
+        payload.as_bytes(),
+        key,
+    );
     assert_invalid(&rsa_kid, "dup kid", &t, "no key matches");
 }
 
@@ -463,9 +600,18 @@ fn time_claims_of_the_wrong_type_or_range_are_refused() {
     assert_eq!(check(&p, &token(&format!("{}.25", NOW + 600))).0, 200);
     // Huge expiries (1e300, u64::MAX, u64::MAX + 1): a token that never expires. Without max_lifetime
     // the issuer's word stands (documented: only a number is required); with it they are refused.
-    let huge = ["1e300", "18446744073709551615", "18446744073709551616", "9007199254740993"];
+    let huge = [
+        "1e300",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9007199254740993",
+    ];
     for exp in huge {
-        assert_eq!(check(&p, &token(exp)).0, 200, "{exp}: no lifetime cap configured");
+        assert_eq!(
+            check(&p, &token(exp)).0,
+            200,
+            "{exp}: no lifetime cap configured"
+        );
     }
     let capped = policy_with(secret_provider(), json!({"max_lifetime": "1h"}));
     for exp in huge {
@@ -473,8 +619,14 @@ fn time_claims_of_the_wrong_type_or_range_are_refused() {
     }
     // nbf/iat of the wrong type are refused too
     for claims in [
-        format!(r#"{{"iss":"{ISS}","aud":"orders","exp":{},"nbf":"0"}}"#, NOW + 600),
-        format!(r#"{{"iss":"{ISS}","aud":"orders","exp":{},"iat":-5}}"#, NOW + 600),
+        format!(
+            r#"{{"iss":"{ISS}","aud":"orders","exp":{},"nbf":"0"}}"#,
+            NOW + 600
+        ),
+        format!(
+            r#"{{"iss":"{ISS}","aud":"orders","exp":{},"iat":-5}}"#,
+            NOW + 600
+        ),
     ] {
         let t = hs256_raw(r#"{"alg":"HS256"}"#, claims.as_bytes(), key);
         assert_invalid(&p, &claims, &t, "the token claims are malformed");
@@ -496,11 +648,38 @@ fn a_one_megabyte_token_is_refused_before_parsing() {
         NOW + 600,
         "A".repeat(mb)
     );
-    let big = hs256_raw(r#"{"alg":"HS256"}"#, big_claims.as_bytes(), SECRET.as_bytes());
+    let big = hs256_raw(
+        r#"{"alg":"HS256"}"#,
+        big_claims.as_bytes(),
+        SECRET.as_bytes(),
+    );
     assert_invalid(&p, "1 MB valid", &big, "the token is too large");
     // at the largest configurable cap (1 MiB) a token one byte over is still refused by size
     let cap = policy_with(secret_provider(), json!({"max_token_bytes": "1MiB"}));
     let over = format!("{}{}", valid_hs(), "A".repeat(mb + 1 - valid_hs().len()));
     assert_eq!(over.len(), mb + 1);
     assert_invalid(&cap, "1 MiB + 1", &over, "the token is too large");
+}
+
+#[test]
+fn a_signature_with_non_canonical_base64_padding_bits_is_refused() {
+    // A 32-byte MAC is 43 base64url characters; the last one carries 2 unused bits. Flipping them gives
+    // another string for the same bytes: a lenient decoder would accept several spellings of one token.
+    let p = policy_with(secret_provider(), json!({}));
+    let t = valid_hs();
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let last = alphabet.find(t.chars().last().unwrap()).unwrap();
+    let mut variants = 0;
+    for c in alphabet.chars().skip(last & !3).take(4) {
+        let mut m = t.clone();
+        m.pop();
+        m.push(c);
+        if m == t {
+            assert_eq!(check(&p, &m).0, 200);
+        } else {
+            variants += 1;
+            assert_invalid(&p, &m, &m, "the token signature is invalid");
+        }
+    }
+    assert_eq!(variants, 3);
 }

@@ -17,11 +17,16 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A redis-server child process, killed on drop.
+/// A redis-server child process, killed on drop. The tests of this file take turns (`_turn`): two servers
+/// started at once could be handed the same just-released ephemeral port, and the test whose server lost the
+/// bind would then talk to (and, on drop, outlive) the other test's server.
 struct Redis {
     child: Child,
     port: u16,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_SERVER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Redis {
     fn drop(&mut self) {
@@ -31,6 +36,9 @@ impl Drop for Redis {
 }
 
 fn start_redis() -> Option<Redis> {
+    let turn = ONE_SERVER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let port = TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -57,9 +65,16 @@ fn start_redis() -> Option<Redis> {
             return None;
         }
     };
-    let redis = Redis { child, port };
+    let mut redis = Redis {
+        child,
+        port,
+        _turn: turn,
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = redis.child.try_wait() {
+            panic!("redis-server exited at start ({status}): is port {port} taken?");
+        }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(redis);
         }
