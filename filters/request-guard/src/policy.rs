@@ -9,6 +9,8 @@ use crate::json::{self, JsonProblem};
 use portcullis_common::client_ip;
 use portcullis_common::metrics::Metric;
 use portcullis_common::{ConfigError, Decision, Exchange, LocalResponse, Policy};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Longest user-agent prefix matched against the patterns: bounds per-request regex work.
 pub const MAX_USER_AGENT_MATCH: usize = 1024;
@@ -81,7 +83,13 @@ pub struct RequestGuardPolicy {
     allow_header: String,
     counters: Vec<Counters>,
     passed: Metric,
+    /// User-agent verdicts this worker already computed. Traffic repeats a handful of agents and matching them
+    /// against the patterns is most of this policy's cost; bounded by [`UA_CACHE_ENTRIES`] (cleared when full).
+    ua_verdicts: RefCell<HashMap<String, Option<Reason>>>,
 }
+
+/// Most user agents whose verdict is remembered per worker (each key ≤ 1 KiB: at most ~128 KiB).
+const UA_CACHE_ENTRIES: usize = 128;
 
 /// What the policy remembers between the header and body callbacks of one request.
 #[derive(Debug, Default)]
@@ -214,6 +222,7 @@ impl RequestGuardPolicy {
             allow_header,
             counters,
             passed: Metric::counter("portcullis_request_guard_passed_total"),
+            ua_verdicts: RefCell::new(HashMap::new()),
         }
     }
 
@@ -329,6 +338,21 @@ impl RequestGuardPolicy {
             return rules.deny_missing.then_some(Reason::UserAgentMissing);
         }
         let ua = truncate(ua, MAX_USER_AGENT_MATCH);
+        if let Some(verdict) = self.ua_verdicts.borrow().get(ua) {
+            return *verdict;
+        }
+        let verdict = self.match_user_agent(ua);
+        let mut cache = self.ua_verdicts.borrow_mut();
+        if cache.len() >= UA_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(ua.to_owned(), verdict);
+        verdict
+    }
+
+    /// The pattern rules for a present user agent: `deny`, then the scanner list, then `allow`.
+    fn match_user_agent(&self, ua: &str) -> Option<Reason> {
+        let rules = &self.config.user_agent;
         if rules.deny.iter().any(|p| p.regex.is_match(ua)) {
             return Some(Reason::UserAgentDenied);
         }

@@ -224,6 +224,34 @@ fn user_agent_rules_table() {
 }
 
 #[test]
+fn remembered_user_agent_verdicts_match_fresh_ones_and_stay_bounded() {
+    let p = policy(
+        json!({"user_agent": {"deny": ["(?i)curl/"], "block_scanners": true, "allow": ["^Mozilla/"]}}),
+    );
+    let ua = |agent: &str| get("127.0.0.1:1").with_header("user-agent", agent);
+    for _ in 0..3 {
+        assert_eq!(status(&headers(&p, ua("curl/8.5")).0), 403);
+        assert_eq!(status(&headers(&p, ua("sqlmap/1.7")).0), 403);
+        assert_eq!(status(&headers(&p, ua("Mozilla/5.0 (X11)")).0), 0);
+        assert_eq!(
+            status(&headers(&p, ua("Wget/1.21")).0),
+            403,
+            "not on the allow list"
+        );
+    }
+    for i in 0..3 * UA_CACHE_ENTRIES {
+        let agent = format!("Mozilla/5.0 client-{i}");
+        assert_eq!(status(&headers(&p, ua(&agent)).0), 0);
+        assert!(p.ua_verdicts.borrow().len() <= UA_CACHE_ENTRIES);
+    }
+    assert_eq!(
+        status(&headers(&p, ua("curl/8.5")).0),
+        403,
+        "a verdict evicted and recomputed"
+    );
+}
+
+#[test]
 fn missing_user_agent_passes_unless_deny_missing() {
     let p = policy(json!({"user_agent": {"deny": ["evil"], "allow": ["^ok"]}}));
     assert_eq!(
