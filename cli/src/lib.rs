@@ -8,6 +8,7 @@ pub mod policy;
 pub mod push;
 pub mod registry;
 pub mod render;
+pub mod shape;
 pub mod validate;
 pub mod xds;
 

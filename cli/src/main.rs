@@ -23,9 +23,9 @@ USAGE:
 
 render: envoy writes the bootstrap YAML to OUT (default: stdout); kong writes kong.yml to stdout, or
         OUT/kong.yml and OUT/kong.conf when -o names a folder.
-serve: an xDS server (Envoy REST-JSON v3: listeners and clusters) on ADDR that follows edits of FILE;
-       invalid edits are reported and the last good version keeps serving. `render --target envoy --xds ADDR`
-       writes the bootstrap that points Envoy at it.
+serve: an xDS server on ADDR (ADS over gRPC: listener, routes, clusters, and each filter's config over ECDS)
+       that follows edits of FILE and pushes changes to connected Envoys; invalid edits are reported and the
+       last good version keeps serving. `render --target envoy --xds ADDR` writes the bootstrap for it.
 ${NAME} in string values is replaced by the environment variable NAME (upper case; $${NAME} is kept).
 
 EXIT CODES:

@@ -294,3 +294,81 @@ fn the_cli_knows_every_filter_with_a_meta_json() {
     meta.sort_unstable();
     assert_eq!(cli, meta);
 }
+
+/// `envoy/demo.yaml` (what `scripts/demo` runs, and the example the docs link to) is generated from
+/// `envoy/demo.portcullis.yaml`: no hand-maintained duplicate.
+#[test]
+fn the_committed_demo_bootstrap_is_what_render_makes_of_the_demo_policy() {
+    // The relative path, as the header names the file it was rendered from.
+    let out = portcullis(
+        &["render", "envoy/demo.portcullis.yaml", "--target", "envoy"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    let committed = std::fs::read_to_string(repo().join("envoy/demo.yaml")).unwrap_or_default();
+    if committed != rendered {
+        let first_difference = committed
+            .lines()
+            .zip(rendered.lines())
+            .position(|(a, b)| a != b)
+            .map_or("its length".to_string(), |i| format!("line {}", i + 1));
+        panic!(
+            "envoy/demo.yaml is stale (first difference: {first_difference}): run \
+             `portcullis render envoy/demo.portcullis.yaml --target envoy -o envoy/demo.yaml` from the repository root"
+        );
+    }
+}
+
+#[test]
+fn the_demo_policy_renders_for_kong_and_its_envoy_bootstrap_is_accepted_by_envoy() {
+    let dir = scratch("render-demo");
+    let out = portcullis(
+        &[
+            "render",
+            "envoy/demo.portcullis.yaml",
+            "--target",
+            "kong",
+            "-o",
+            &dir.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let yml = std::fs::read_to_string(dir.join("kong.yml")).expect("kong.yml");
+    let doc: Value = serde_norway::from_str(&yml).expect("yaml");
+    let services: Vec<&str> = doc["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(services, ["dead", "echo", "echo-canary"]);
+
+    // The metrics demo's labels become Prometheus labels: the bootstrap has the metrics crate's stats_config.
+    let text = std::fs::read_to_string(repo().join("envoy/demo.yaml")).expect("envoy/demo.yaml");
+    let bootstrap: Value = serde_norway::from_str(&text).expect("yaml");
+    assert_eq!(
+        bootstrap["stats_config"],
+        portcullis_metrics::labels::envoy_stats_config()
+    );
+    let envoy = repo().join(".venv/bin/envoy-bin");
+    if !envoy.exists() {
+        println!(
+            "skipped: envoy --mode validate (no Envoy at {})",
+            envoy.display()
+        );
+        return;
+    }
+    let check = Command::new(&envoy)
+        .args(["--mode", "validate", "-c", "envoy/demo.yaml"])
+        .current_dir(repo())
+        .output()
+        .expect("run envoy");
+    assert!(
+        check.status.success(),
+        "envoy --mode validate refused envoy/demo.yaml:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

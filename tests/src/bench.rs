@@ -179,6 +179,61 @@ pub fn variants_with(rotating: usize) -> Vec<Variant> {
     all
 }
 
+/// `scripts/bench --only probe`: the empty filter making one kind of host call 1 or 10 times per request, to
+/// price each kind against `noop` (not part of the default run).
+pub fn probe_variants() -> Vec<Variant> {
+    [
+        "property 10",
+        "property 1",
+        "header 10",
+        "header 1",
+        "headers 1",
+        "set-header 10",
+        "set-header 1",
+        "now 10",
+        "counter 10",
+        "shared-get 10",
+        "shared-get 1",
+    ]
+    .iter()
+    .map(|call| {
+        let mut v = variant(
+            "probe",
+            Kind::Noop,
+            vec![wasm_filter("probe", noop_wasm(), json!(call))],
+            Some(noop_wasm()),
+        );
+        v.name = format!("probe/{}", call.replace(' ', "x"));
+        v.request_headers
+            .push(("user-agent".into(), BROWSER_UA.into()));
+        v
+    })
+    .chain(
+        [
+            // the Portcullis adapter and the bundle's chain around a policy that does nothing
+            (
+                "probe/adapter-empty",
+                wasm_filter("headers", paths::wasm("headers"), json!({})),
+            ),
+            (
+                "probe/bundle-empty",
+                wasm_filter(
+                    "portcullis",
+                    paths::wasm("portcullis"),
+                    json!({"chain": [{"policy": "headers", "config": {}}]}),
+                ),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, filter)| {
+            let mut v = variant("probe", Kind::Noop, vec![filter], None);
+            v.name = name.to_string();
+            v
+        }),
+    )
+    .collect()
+}
+
 pub use jwt::Tokens;
 
 /// jwt-auth vs `jwt_authn` vs Lua, RS256 and HS256, one reused token (the verified-token caches hit) and
@@ -423,7 +478,9 @@ fn rate_limit_groups() -> Vec<Variant> {
             json!({"limits": [{
                 "name": "per_ip", "key": "${client_ip}", "algorithm": "token_bucket",
                 "rate": rate, "per": format!("{per_s}s"), "burst": burst
-            }]}),
+            }],
+            // like local_ratelimit's default and the Lua bucket: no RateLimit-* headers on allowed responses
+            "headers": false}),
         );
         let native = json!({
             "name": "envoy.filters.http.local_ratelimit",
@@ -611,7 +668,7 @@ end
 fn chain_group(t: &Tokens) -> Vec<Variant> {
     let rate_limit = json!({"limits": [{
         "name": "per_ip", "key": "${client_ip}", "rate": 1_000_000_000u64, "per": "1s", "burst": 1_000_000_000u64
-    }]});
+    }], "headers": false});
     let headers = headers_config();
     let steps = [
         ("request-guard", guard_config()),
@@ -655,6 +712,18 @@ fn chain_group(t: &Tokens) -> Vec<Variant> {
         ),
         variant("chain", Kind::Native, native, None),
     ];
+    // Each policy alone in the bundle, same request: where the bundle's time goes, policy by policy.
+    for (name, config) in &steps {
+        let config = json!({"chain": [{"policy": name, "config": config}]});
+        let mut part = variant(
+            "chain",
+            Kind::Bundle,
+            vec![wasm_filter("portcullis", paths::wasm("portcullis"), config)],
+            Some(paths::wasm("portcullis")),
+        );
+        part.name = format!("chain/bundle-only-{name}");
+        vs.push(part);
+    }
     for v in &mut vs {
         v.request_headers
             .push(("user-agent".into(), BROWSER_UA.into()));

@@ -176,6 +176,13 @@ impl std::fmt::Display for StartError {
     }
 }
 
+fn find_stat(text: &str, name: &str) -> Option<i64> {
+    text.lines().find_map(|line| {
+        let (n, v) = line.split_once(": ")?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
 /// A running Envoy.
 pub struct Envoy {
     child: Child,
@@ -183,6 +190,7 @@ pub struct Envoy {
     pub admin: SocketAddr,
     pub dir: PathBuf,
     log_path: PathBuf,
+    last_stats_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Envoy {
@@ -270,6 +278,7 @@ impl Envoy {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             log_path,
+            last_stats_read: std::sync::Mutex::new(None),
         };
         envoy.wait_ready(&admin_path)?;
         Ok(envoy)
@@ -310,7 +319,29 @@ impl Envoy {
         format!("{ip}:{port}").parse().ok()
     }
 
+    /// An admin endpoint. Reads of `/stats…` first wait out the filters' metric flush period (counter
+    /// additions reach Envoy on each VM's timer, at most one `FLUSH_PERIOD` later), unless stats were read
+    /// moments ago (back-to-back reads). Polling loops use [`Envoy::admin_get_now`].
     pub fn admin_get(&self, path: &str) -> std::io::Result<Response> {
+        if path.starts_with("/stats") {
+            let mut last = self
+                .last_stats_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+                std::thread::sleep(
+                    portcullis_common::metrics::FLUSH_PERIOD + Duration::from_millis(300),
+                );
+            }
+            let response = self.admin_get_now(path);
+            *last = Some(std::time::Instant::now());
+            return response;
+        }
+        self.admin_get_now(path)
+    }
+
+    /// An admin endpoint, read at once.
+    pub fn admin_get_now(&self, path: &str) -> std::io::Result<Response> {
         Request::new(self.admin, "GET", path).try_send()
     }
 
@@ -319,13 +350,19 @@ impl Envoy {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// A stat by its exact name from `/stats` (e.g. `wasmcustom.portcullis_x_total`); None if absent.
+    /// A stat by its exact name from `/stats` (e.g. `wasmcustom.portcullis_x_total`), once the filters'
+    /// pending counter additions have reached Envoy; None if absent.
     pub fn stat(&self, name: &str) -> Option<i64> {
-        let text = self.admin_get("/stats").ok()?.text();
-        text.lines().find_map(|line| {
-            let (n, v) = line.split_once(": ")?;
-            (n == name).then(|| v.trim().parse().ok()).flatten()
-        })
+        find_stat(&self.admin_get("/stats").ok()?.text(), name)
+    }
+
+    /// A stat as Envoy has it right now (for polling loops: counters trail by up to one flush period).
+    pub fn stat_now(&self, name: &str) -> Option<i64> {
+        find_stat(&self.admin_get_now("/stats").ok()?.text(), name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether Envoy is still running.

@@ -82,7 +82,7 @@ impl Upstream {
         Upstream::serve(listener, Arc::new(handler))
     }
 
-    /// Starts on a fixed address (the demo's upstream, whose port is in `envoy/demo.yaml`).
+    /// Starts on a fixed address (the demo's upstreams, whose ports are in `envoy/demo.portcullis.yaml`).
     pub fn bind(
         addr: &str,
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,

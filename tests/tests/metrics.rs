@@ -75,7 +75,9 @@ fn eventually(gw: &Gateway, series: &str, want: f64) -> String {
 
 #[test]
 fn requests_are_counted_in_prometheus_with_route_method_and_status_labels() {
-    let gw = gateway(json!({})).start().unwrap_or_else(|e| panic!("{e}"));
+    let gw = gateway(json!({"sizes": true}))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..3 {
         gw.get("/orders/1").send().assert_status(200);
     }

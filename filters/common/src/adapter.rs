@@ -4,7 +4,9 @@
 
 use crate::decision::{Decision, LocalResponse};
 use crate::exchange::Exchange;
+use crate::header_block::HeaderBlock;
 use crate::host::{CalloutResponse, Host, RootHost, MAX_CALLOUT_BODY};
+use crate::metrics;
 use crate::policy::Policy;
 use crate::store::{SharedData, StoreError, Versioned};
 use proxy_wasm::hostcalls;
@@ -89,6 +91,11 @@ mod ffi {
         pub fn proxy_continue_stream(stream_type: u32) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
     }
 }
 
@@ -310,12 +317,15 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
                 let mut host = Self::root_host();
                 let envoy = host.store.property(&["plugin_root_id"]).is_some();
                 ROOT_RESUME.with(|r| r.set(envoy));
+                // The root timer also hands pending metric additions to the host (metrics::flush).
+                let mut root_period = metrics::FLUSH_PERIOD;
                 if let Some(period) = policy.tick_period() {
                     self.next_policy_tick = host.now() + period;
-                    if !self.ticking {
-                        set_root_tick(period);
-                        self.ticking = true;
-                    }
+                    root_period = root_period.min(period);
+                }
+                if !self.ticking {
+                    set_root_tick(root_period);
+                    self.ticking = true;
                 }
                 policy.on_start(&mut host);
                 self.finish(host);
@@ -332,6 +342,7 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
         let Some(policy) = self.policy.clone() else {
             return;
         };
+        metrics::flush();
         let mut host = Self::root_host();
         if let Some(period) = policy.tick_period() {
             let now = host.now();
@@ -625,6 +636,27 @@ impl Host for ProxyHost {
 
     fn request_headers(&self) -> Vec<(String, String)> {
         map_pairs(MapType::HttpRequestHeaders)
+    }
+
+    fn request_header_block(&self) -> Option<HeaderBlock> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a buffer it allocated through this module's `proxy_on_memory_allocate`
+        // (a `Vec<u8>` of exactly `size` bytes, leaked), which we take back once, as the SDK itself does.
+        unsafe {
+            if ffi::proxy_get_header_map_pairs(
+                MapType::HttpRequestHeaders as u32,
+                &mut data,
+                &mut size,
+            ) != 0
+            {
+                return None;
+            }
+            if data.is_null() || size == 0 {
+                return HeaderBlock::parse(Vec::new());
+            }
+            HeaderBlock::parse(Vec::from_raw_parts(data, size, size))
+        }
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {

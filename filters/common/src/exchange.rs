@@ -2,6 +2,7 @@
 //! at most once per request and keeps its cache coherent with the edits policies make, so a chain of
 //! policies costs no more host calls than its most demanding member.
 
+use crate::header_block::HeaderBlock;
 use crate::host::Host;
 use crate::props;
 use std::net::IpAddr;
@@ -12,8 +13,11 @@ type Lazy<T> = Option<T>;
 
 pub struct Exchange {
     host: Box<dyn Host>,
-    /// Request headers read so far (lower-case name → first value, `None` when absent).
+    /// Request headers known apart from `header_block`: edits made through the exchange, values read one
+    /// by one, and lossily decoded values (lower-case name → first value, `None` when absent). Checked first.
     request_headers: Vec<(String, Option<String>)>,
+    /// Every request header as the host had them when first asked (read in one host call).
+    header_block: Lazy<Option<HeaderBlock>>,
     peer_ip: Lazy<Option<IpAddr>>,
     client_ip: Option<IpAddr>,
     route_id: Lazy<Option<String>>,
@@ -28,6 +32,7 @@ impl Exchange {
         Exchange {
             host,
             request_headers: Vec::new(),
+            header_block: None,
             peer_ip: None,
             client_ip: None,
             route_id: None,
@@ -70,22 +75,57 @@ impl Exchange {
         self.now = None;
     }
 
-    /// First value of a request header; `name` is compared case-insensitively.
+    /// First value of a request header; `name` is compared case-insensitively. The first lookup reads every
+    /// request header in one host call; pseudo-headers a host leaves out of that block (`:path`… on some
+    /// hosts) and hosts without it are asked header by header.
     pub fn request_header(&mut self, name: &str) -> Option<&str> {
-        let index = match self
-            .request_headers
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some(i) => i,
+        enum Found {
+            Known(usize),
+            InBlock,
+        }
+        let found = match self.known_header(name) {
+            Some(i) => Found::Known(i),
             None => {
-                let value = self.host.request_header(name);
-                self.request_headers
-                    .push((name.to_ascii_lowercase(), value));
-                self.request_headers.len() - 1
+                let block = self
+                    .header_block
+                    .get_or_insert_with(|| self.host.request_header_block());
+                match block.as_ref().map(|b| b.get(name)) {
+                    Some(Some(value)) if std::str::from_utf8(value).is_ok() => Found::InBlock,
+                    Some(Some(value)) => {
+                        let lossy = String::from_utf8_lossy(value).into_owned();
+                        Found::Known(self.push_known(name, Some(lossy)))
+                    }
+                    Some(None) if !name.starts_with(':') => {
+                        Found::Known(self.push_known(name, None))
+                    }
+                    _ => {
+                        let value = self.host.request_header(name);
+                        Found::Known(self.push_known(name, value))
+                    }
+                }
             }
         };
-        self.request_headers[index].1.as_deref()
+        match found {
+            Found::Known(i) => self.request_headers[i].1.as_deref(),
+            Found::InBlock => self
+                .header_block
+                .as_ref()
+                .and_then(Option::as_ref)
+                .and_then(|b| b.get(name))
+                .and_then(|v| std::str::from_utf8(v).ok()),
+        }
+    }
+
+    fn known_header(&self, name: &str) -> Option<usize> {
+        self.request_headers
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    fn push_known(&mut self, name: &str, value: Option<String>) -> usize {
+        self.request_headers
+            .push((name.to_ascii_lowercase(), value));
+        self.request_headers.len() - 1
     }
 
     pub fn method(&mut self) -> Option<&str> {
@@ -125,14 +165,16 @@ impl Exchange {
     /// Appends a request header value.
     pub fn add_request_header(&mut self, name: &str, value: &str) {
         self.host.add_request_header(name, value);
-        // Only the first value is cached, and it changes only if the header was known to be absent;
-        // an uncached header stays uncached (reading it now would cost a host call nobody asked for).
-        if let Some(entry) = self
-            .request_headers
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            entry.1.get_or_insert_with(|| value.to_owned());
+        // Only the first value is remembered, and it changes only if the header was known to be absent;
+        // a header never read stays unread (reading it now would cost a host call nobody asked for).
+        if let Some(i) = self.known_header(name) {
+            self.request_headers[i]
+                .1
+                .get_or_insert_with(|| value.to_owned());
+        } else if let Some(Some(block)) = &self.header_block {
+            if block.get(name).is_none() {
+                self.push_known(name, Some(value.to_owned()));
+            }
         }
     }
 
@@ -212,14 +254,102 @@ mod tests {
     use crate::testing::FakeHost;
 
     #[test]
-    fn each_request_header_is_read_from_the_host_once() {
+    fn all_request_headers_come_from_one_host_call() {
         let host = FakeHost::request("GET", "/a?x=1").with_header("x-user", "alice");
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        for _ in 0..3 {
+            assert_eq!(ex.request_header("X-User"), Some("alice"));
+            assert_eq!(ex.request_header("x-missing"), None);
+            assert_eq!(ex.method(), Some("GET"));
+        }
+        assert_eq!(host.state.borrow().header_reads, 1);
+    }
+
+    #[test]
+    fn without_the_block_each_request_header_is_read_once() {
+        let host = FakeHost::request("GET", "/a?x=1")
+            .with_header("x-user", "alice")
+            .without_header_block();
         let mut ex = Exchange::new(Box::new(host.clone()));
         for _ in 0..3 {
             assert_eq!(ex.request_header("X-User"), Some("alice"));
             assert_eq!(ex.request_header("x-missing"), None);
         }
         assert_eq!(host.state.borrow().header_reads, 2);
+    }
+
+    #[test]
+    fn pseudo_headers_missing_from_the_block_are_asked_for_alone() {
+        let host = FakeHost::new().with_header("x-user", "alice");
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        assert_eq!(ex.request_header("x-user"), Some("alice"));
+        assert_eq!(ex.method(), None);
+        assert_eq!(ex.request_header("x-other"), None);
+        assert_eq!(
+            host.state.borrow().header_reads,
+            2,
+            "the block, then :method"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_in_the_block_reads_as_replacement_characters() {
+        let host = FakeHost::new();
+        host.state
+            .borrow_mut()
+            .request_headers
+            .push(("x-bin".into(), String::new()));
+        let block = HeaderBlock::encode([("x-bin", &b"a\xffb"[..])]);
+        struct BlockHost(Vec<u8>, FakeHost);
+        impl Host for BlockHost {
+            fn now(&self) -> Duration {
+                self.1.now()
+            }
+            fn request_header(&self, n: &str) -> Option<String> {
+                self.1.request_header(n)
+            }
+            fn request_headers(&self) -> Vec<(String, String)> {
+                Vec::new()
+            }
+            fn request_header_block(&self) -> Option<HeaderBlock> {
+                HeaderBlock::parse(self.0.clone())
+            }
+            fn set_request_header(&mut self, n: &str, v: Option<&str>) {
+                self.1.set_request_header(n, v)
+            }
+            fn add_request_header(&mut self, n: &str, v: &str) {
+                self.1.add_request_header(n, v)
+            }
+            fn response_header(&self, n: &str) -> Option<String> {
+                self.1.response_header(n)
+            }
+            fn set_response_header(&mut self, n: &str, v: Option<&str>) {
+                self.1.set_response_header(n, v)
+            }
+            fn add_response_header(&mut self, n: &str, v: &str) {
+                self.1.add_response_header(n, v)
+            }
+            fn request_body(&self, s: usize, l: usize) -> Option<Vec<u8>> {
+                self.1.request_body(s, l)
+            }
+            fn property(&self, p: &[&str]) -> Option<Vec<u8>> {
+                self.1.property(p)
+            }
+            fn set_property(&mut self, p: &[&str], v: &[u8]) -> bool {
+                self.1.set_property(p, v)
+            }
+            fn shared_data(&mut self) -> &mut dyn crate::store::SharedData {
+                self.1.shared_data()
+            }
+        }
+        let mut ex = Exchange::new(Box::new(BlockHost(block, host)));
+        assert_eq!(ex.request_header("x-bin"), Some("a\u{fffd}b"));
+        ex.add_request_header("x-new", "1");
+        assert_eq!(
+            ex.request_header("x-new"),
+            Some("1"),
+            "an added header absent from the block"
+        );
     }
 
     #[test]

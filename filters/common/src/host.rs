@@ -1,6 +1,7 @@
 //! The boundary between policies and the proxy. The wasm adapter implements [`Host`] with proxy-wasm host
 //! calls; [`crate::testing::FakeHost`] implements it in memory for native and wasm unit tests.
 
+use crate::header_block::HeaderBlock;
 use crate::store::SharedData;
 use std::time::Duration;
 
@@ -11,6 +12,11 @@ pub trait Host {
 
     fn request_header(&self, name: &str) -> Option<String>;
     fn request_headers(&self) -> Vec<(String, String)>;
+    /// Every request header in one host call, for lookups in place ([`Exchange`](crate::Exchange) reads
+    /// headers this way); `None` when the host cannot, and headers are then read one by one.
+    fn request_header_block(&self) -> Option<HeaderBlock> {
+        None
+    }
     /// Replaces every value of `name`; `None` removes the header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// Appends a value, keeping existing ones.

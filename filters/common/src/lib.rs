@@ -12,6 +12,7 @@ pub mod client_ip;
 pub mod config;
 pub mod decision;
 pub mod exchange;
+pub mod header_block;
 pub mod host;
 pub mod http;
 pub mod metrics;

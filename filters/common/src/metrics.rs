@@ -4,6 +4,18 @@
 //! `wasmcustom.portcullis_headers_edits_total` (Prometheus: `envoy_wasmcustom_portcullis_headers_edits_total`),
 //! and in Kong (ngx_wasm_module) as `pw.<filter>.portcullis_headers_edits_total`. The host adds its prefix;
 //! filters pass the bare name. On native targets metrics are kept in memory so tests can read them.
+//!
+//! Counter (and gauge) *additions* are summed in the VM and handed to the host by [`flush`], which the adapter
+//! calls on its root timer every [`FLUSH_PERIOD`]: a host call costs more than most policies' own work, and
+//! a chain would otherwise make several per request. So the host's counters trail by at most one period
+//! (Prometheus scrapes every 10–60 s), and what was added in the last period before a VM stops is lost.
+//! Histogram samples and gauge values are recorded at once.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// How often pending counter additions reach the host (see the module docs).
+pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -18,6 +30,26 @@ pub enum Kind {
 pub struct Metric {
     id: Option<u32>,
     kind: Kind,
+    /// Index of this metric's pending sum in `PENDING`.
+    slot: usize,
+}
+
+thread_local! {
+    /// (host metric id, sum of additions not yet passed to the host); one entry per defined metric id.
+    static PENDING: RefCell<Vec<(u32, i64)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn pending_slot(id: u32) -> usize {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.iter().position(|(i, _)| *i == id) {
+            Some(slot) => slot,
+            None => {
+                p.push((id, 0));
+                p.len() - 1
+            }
+        }
+    })
 }
 
 impl Metric {
@@ -32,16 +64,23 @@ impl Metric {
     }
 
     fn define(kind: Kind, name: &str) -> Metric {
-        Metric {
-            id: imp::define(kind, name),
-            kind,
-        }
+        let id = imp::define(kind, name);
+        let slot = match (id, kind) {
+            (Some(id), Kind::Counter | Kind::Gauge) => pending_slot(id),
+            _ => usize::MAX,
+        };
+        Metric { id, kind, slot }
     }
 
-    /// Adds to a counter or gauge (negative deltas only make sense for gauges).
+    /// Adds to a counter or gauge (negative deltas only make sense for gauges); reaches the host at the next
+    /// [`flush`].
     pub fn add(&self, delta: i64) {
-        if let Some(id) = self.id {
-            imp::increment(id, delta);
+        if self.id.is_some() {
+            PENDING.with(|p| {
+                if let Some(entry) = p.borrow_mut().get_mut(self.slot) {
+                    entry.1 = entry.1.saturating_add(delta);
+                }
+            });
         }
     }
 
@@ -49,17 +88,48 @@ impl Metric {
         self.add(1);
     }
 
-    /// Sets a gauge or records a histogram sample.
+    /// Sets a gauge or records a histogram sample, at once. A gauge's pending additions go first, so the
+    /// value set is the last word.
     pub fn record(&self, value: u64) {
         if let Some(id) = self.id {
+            if self.kind == Kind::Gauge {
+                PENDING.with(|p| {
+                    if let Some(entry) = p.borrow_mut().get_mut(self.slot) {
+                        entry.1 = 0;
+                    }
+                });
+            }
             imp::record(id, self.kind, value);
         }
     }
 }
 
-/// The current value of a metric in the native in-memory registry (tests only; None on wasm).
+/// Passes every pending addition to the host (one host call per metric that changed).
+pub fn flush() {
+    let changed: Vec<(u32, i64)> = PENDING.with(|p| {
+        p.borrow_mut()
+            .iter_mut()
+            .filter(|(_, sum)| *sum != 0)
+            .map(|(id, sum)| (*id, std::mem::take(sum)))
+            .collect()
+    });
+    for (id, sum) in changed {
+        imp::increment(id, sum);
+    }
+}
+
+/// The current value of a metric in the native in-memory registry, pending additions included (tests only;
+/// None on wasm).
 pub fn value(name: &str) -> Option<i64> {
+    #[cfg(not(target_arch = "wasm32"))]
+    flush();
     imp::value(name)
+}
+
+/// How many metric updates reached the host (each one a host call in a proxy) on this thread so far (tests
+/// only; 0 on wasm).
+pub fn updates_made() -> u64 {
+    imp::updates_made()
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -91,6 +161,9 @@ mod imp {
     pub fn value(_name: &str) -> Option<i64> {
         None
     }
+    pub fn updates_made() -> u64 {
+        0
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -101,6 +174,11 @@ mod imp {
     thread_local! {
         // (name, value); a test thread sees only its own metrics.
         static REGISTRY: RefCell<Vec<(String, i64)>> = const { RefCell::new(Vec::new()) };
+        static UPDATES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    pub fn updates_made() -> u64 {
+        UPDATES.with(|u| u.get())
     }
 
     pub fn define(_kind: Kind, name: &str) -> Option<u32> {
@@ -117,6 +195,7 @@ mod imp {
         })
     }
     pub fn increment(id: u32, delta: i64) {
+        UPDATES.with(|u| u.set(u.get() + 1));
         REGISTRY.with(|r| {
             if let Some(entry) = r.borrow_mut().get_mut(id as usize) {
                 entry.1 = entry.1.saturating_add(delta);
@@ -125,6 +204,7 @@ mod imp {
     }
     /// Gauges take the value; histograms keep their last sample, which is enough for tests.
     pub fn record(id: u32, _kind: Kind, value: u64) {
+        UPDATES.with(|u| u.set(u.get() + 1));
         REGISTRY.with(|r| {
             if let Some(entry) = r.borrow_mut().get_mut(id as usize) {
                 entry.1 = i64::try_from(value).unwrap_or(i64::MAX);
@@ -166,5 +246,29 @@ mod tests {
         g.record(1);
         assert_eq!(value("test_state"), Some(1));
         assert_eq!(value("never_defined"), None);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn additions_reach_the_host_summed_at_the_flush() {
+        let a = Metric::counter("flush_a_total");
+        let b = Metric::counter("flush_b_total");
+        flush();
+        let before = updates_made();
+        for _ in 0..100 {
+            a.inc();
+            b.add(2);
+        }
+        assert_eq!(updates_made(), before, "no host call per addition");
+        flush();
+        assert_eq!(
+            updates_made(),
+            before + 2,
+            "one host call per changed metric"
+        );
+        flush();
+        assert_eq!(updates_made(), before + 2, "nothing pending, nothing sent");
+        assert_eq!(value("flush_a_total"), Some(100));
+        assert_eq!(value("flush_b_total"), Some(200));
     }
 }

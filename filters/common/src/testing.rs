@@ -2,6 +2,7 @@
 //! another handle to the same request, so a test can hand one to an `Exchange` and inspect the other.
 
 use crate::exchange::Exchange;
+use crate::header_block::HeaderBlock;
 use crate::host::{Host, RootHost};
 use crate::policy::Policy;
 use crate::store::{SharedData, StoreError, Versioned};
@@ -124,6 +125,8 @@ pub struct FakeRequest {
     pub calls: Vec<DispatchedCall>,
     /// When set, the request context's `dispatch_http_call` fails with this message.
     pub dispatch_error: Option<String>,
+    /// Behave like a host that cannot hand out all request headers at once.
+    pub no_header_block: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -190,6 +193,12 @@ impl FakeHost {
         self
     }
 
+    /// Like a host without `proxy_get_header_map_pairs`: headers are read one by one.
+    pub fn without_header_block(self) -> Self {
+        self.state.borrow_mut().no_header_block = true;
+        self
+    }
+
     pub fn with_body(self, body: &[u8]) -> Self {
         self.state.borrow_mut().request_body = body.to_vec();
         self
@@ -246,6 +255,19 @@ impl Host for FakeHost {
         let mut s = self.state.borrow_mut();
         s.header_reads += 1;
         s.request_headers.clone()
+    }
+
+    fn request_header_block(&self) -> Option<HeaderBlock> {
+        let mut s = self.state.borrow_mut();
+        if s.no_header_block {
+            return None;
+        }
+        s.header_reads += 1;
+        HeaderBlock::parse(HeaderBlock::encode(
+            s.request_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        ))
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -327,6 +349,116 @@ impl Host for FakeHost {
             timeout,
         });
         Ok(token)
+    }
+}
+
+/// A [`FakeHost`] that also writes down every host call a request makes, in order (`"header :method"`,
+/// `"property source.address"`, `"shared get portcullis/…"`, …): each one crosses the wasm boundary in a real
+/// proxy, so tests can hold a chain to a host-call budget.
+#[derive(Clone, Default)]
+pub struct RecordingHost {
+    pub inner: FakeHost,
+    pub log: Rc<RefCell<Vec<String>>>,
+}
+
+impl RecordingHost {
+    pub fn new(inner: FakeHost) -> Self {
+        RecordingHost {
+            inner,
+            log: Rc::default(),
+        }
+    }
+
+    fn note(&self, call: String) {
+        self.log.borrow_mut().push(call);
+    }
+
+    /// The calls made so far, emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+}
+
+impl Host for RecordingHost {
+    fn now(&self) -> Duration {
+        self.note("now".into());
+        self.inner.now()
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.note(format!("header {name}"));
+        self.inner.request_header(name)
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.note("headers".into());
+        self.inner.request_headers()
+    }
+    fn request_header_block(&self) -> Option<HeaderBlock> {
+        self.note("header block".into());
+        self.inner.request_header_block()
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.note(format!("set header {name}"));
+        self.inner.set_request_header(name, value)
+    }
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        self.note(format!("add header {name}"));
+        self.inner.add_request_header(name, value)
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.note(format!("response header {name}"));
+        self.inner.response_header(name)
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        self.note(format!("set response header {name}"));
+        self.inner.set_response_header(name, value)
+    }
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        self.note(format!("add response header {name}"));
+        self.inner.add_response_header(name, value)
+    }
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        self.note("request body".into());
+        self.inner.request_body(start, len)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.note(format!("property {}", path.join(".")));
+        self.inner.property(path)
+    }
+    fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool {
+        self.note(format!("set property {}", path.join(".")));
+        self.inner.set_property(path, value)
+    }
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        self
+    }
+    fn dispatch_http_call(
+        &mut self,
+        upstream: &str,
+        method: &str,
+        path: &str,
+        authority: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        self.note(format!("http call {upstream}"));
+        self.inner
+            .dispatch_http_call(upstream, method, path, authority, headers, body, timeout)
+    }
+}
+
+impl SharedData for RecordingHost {
+    fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.note(format!("shared get {key}"));
+        self.inner.store.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        let result = self.inner.store.set(key, value, cas);
+        match &result {
+            Ok(()) => self.note(format!("shared set {key}")),
+            Err(e) => self.note(format!("shared set {key} (failed: {e})")),
+        }
+        result
     }
 }
 

@@ -63,7 +63,8 @@ pub struct JwtAuthConfig {
     /// Tokens longer than this are rejected before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: ByteSize,
-    /// Most verified tokens remembered per worker (by SHA-256 of the token, until their `exp`); 0 disables.
+    /// Most verified tokens remembered per worker (until their `exp`; at most 4 MiB of token text, tokens over
+    /// 16 KiB are never cached); 0 disables.
     #[serde(default = "default_cache_entries")]
     pub cache_max_entries: u32,
     /// Messages of the JSON error bodies.

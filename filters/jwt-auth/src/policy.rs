@@ -141,10 +141,19 @@ struct Cached {
     claims: Rc<Map<String, Value>>,
 }
 
+/// Verified tokens by their exact text: a hit is an exact match (no hash to trust), and a lookup hashes the
+/// token with the map's keyed SipHash instead of a SHA-256 (which cost more than the rest of a hit in wasm).
 #[derive(Default)]
 struct TokenCache {
-    entries: HashMap<[u8; 32], Cached>,
+    entries: HashMap<Box<str>, Cached>,
+    /// Bytes of token text held, kept under [`MAX_CACHED_TOKEN_BYTES`].
+    bytes: usize,
 }
+
+/// Token text the verified-token cache may hold per worker; longer tokens than [`MAX_CACHEABLE_TOKEN`] are
+/// verified every time.
+const MAX_CACHED_TOKEN_BYTES: usize = 4 << 20;
+const MAX_CACHEABLE_TOKEN: usize = 16 << 10;
 
 pub struct JwtAuthPolicy {
     settings: Settings,
@@ -495,14 +504,13 @@ impl JwtAuthPolicy {
     ) -> Result<Verified, (Denial, Option<usize>)> {
         let cfg = &self.settings.raw;
         let now = ex.now();
-        let cache_key =
-            (cfg.cache_max_entries > 0).then(|| hmac_sha256::Hash::hash(token.as_bytes()));
-        if let Some(k) = &cache_key {
+        let cacheable = cfg.cache_max_entries > 0 && token.len() <= MAX_CACHEABLE_TOKEN;
+        if cacheable {
             let hit = self
                 .cache
                 .borrow()
                 .entries
-                .get(k)
+                .get(token)
                 .map(|c| (c.provider, c.claims.clone()));
             if let Some((provider, claims)) = hit {
                 // times are checked again on every hit: a cached token expires like any other
@@ -649,10 +657,13 @@ impl JwtAuthPolicy {
             }
         }
         let claims = Rc::new(claims);
-        if let Some(k) = cache_key {
+        if cacheable {
             let mut cache = self.cache.borrow_mut();
             let max = cfg.cache_max_entries as usize;
-            if cache.entries.len() >= max {
+            let full = |c: &TokenCache| {
+                c.entries.len() >= max || c.bytes + token.len() > MAX_CACHED_TOKEN_BYTES
+            };
+            if full(&cache) {
                 let now_s = now.as_secs_f64();
                 cache.entries.retain(|_, c| {
                     c.claims
@@ -660,17 +671,22 @@ impl JwtAuthPolicy {
                         .and_then(Value::as_f64)
                         .is_none_or(|e| e > now_s)
                 });
-                if cache.entries.len() >= max {
+                cache.bytes = cache.entries.keys().map(|k| k.len()).sum();
+                if full(&cache) {
                     cache.entries.clear();
+                    cache.bytes = 0;
                 }
             }
-            cache.entries.insert(
-                k,
+            let previous = cache.entries.insert(
+                token.into(),
                 Cached {
                     provider: index,
                     claims: claims.clone(),
                 },
             );
+            if previous.is_none() {
+                cache.bytes += token.len();
+            }
         }
         Ok(Verified::Ok {
             provider: index,

@@ -2,7 +2,7 @@
 //!
 //! ```json
 //! { "labels": ["route", "method", "status_class", "consumer"], "consumer_header": "x-consumer",
-//!   "max_consumers": 100, "max_series": 1000, "duration": true, "sizes": true }
+//!   "max_consumers": 100, "max_series": 1000, "duration": true, "sizes": false }
 //! ```
 
 use portcullis_common::config::{item_path, ConfigError};
@@ -34,8 +34,9 @@ pub struct MetricsConfig {
     /// Record the `portcullis_http_request_duration_milliseconds` histogram.
     #[serde(default = "default_true")]
     pub duration: bool,
-    /// Count `portcullis_http_request_bytes_total` and `portcullis_http_response_bytes_total`.
-    #[serde(default = "default_true")]
+    /// Count `portcullis_http_request_bytes_total` and `portcullis_http_response_bytes_total` (off by default,
+    /// like `bandwidth_metrics` of Kong's Prometheus plugin: two more host reads per request).
+    #[serde(default)]
     pub sizes: bool,
 }
 
@@ -81,7 +82,7 @@ impl Default for MetricsConfig {
             max_consumers: default_max_consumers(),
             max_series: default_max_series(),
             duration: true,
-            sizes: true,
+            sizes: false,
         }
     }
 }
@@ -135,7 +136,7 @@ mod tests {
             c.labels,
             vec![Label::Route, Label::Method, Label::StatusClass]
         );
-        assert!(c.duration && c.sizes);
+        assert!(c.duration && !c.sizes);
         assert_eq!((c.max_consumers, c.max_series), (100, 1000));
     }
 

@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn requests_are_counted_per_route_method_and_status_class() {
         props::reset_flavor();
-        let p = policy("{}");
+        let p = policy(r#"{"sizes":true}"#);
         request(&p, envoy_request("orders", "GET"), Some(200));
         request(&p, envoy_request("orders", "GET"), Some(204));
         request(&p, envoy_request("orders", "POST"), Some(503));
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn kong_sizes_and_route_ids_come_from_kong_names() {
         props::reset_flavor();
-        let p = policy(r#"{"labels":["route"],"duration":false}"#);
+        let p = policy(r#"{"labels":["route"],"duration":false,"sizes":true}"#);
         let host = FakeHost::request("GET", "/")
             .with_property(&["kong", "route_id"], b"8f0b-kong-route")
             .with_property(&["ngx", "request_length"], b"77")

@@ -2,6 +2,7 @@
 //! there are two), loaded in turn by wrk (pinned to CPU 0) for several interleaved rounds (A B C A B C …) so
 //! drift hits every variant alike. Writes bench/results.json and bench/RESULTS.md.
 //!   bench [--quick] [--duration SECS] [--rounds N] [--connections N] [--only SUBSTRING] [--nice N] [--report-only]
+//!         [--perf]   (instead of measuring: `perf record` each variant's Envoy under load, print where its CPU went)
 
 use portcullis_e2e::bench::{bootstrap, variants, wasm_files, Variant};
 use portcullis_e2e::{paths, Envoy};
@@ -17,6 +18,7 @@ struct Options {
     nice: i32,
     /// Rewrite RESULTS.md and the chart from bench/results.json without measuring.
     report_only: bool,
+    perf: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -28,6 +30,7 @@ fn options() -> Result<Options, String> {
         quick: false,
         nice: -10,
         report_only: false,
+        perf: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -49,6 +52,7 @@ fn options() -> Result<Options, String> {
             }
             "--only" => o.only = Some(value("--only")?),
             "--report-only" => o.report_only = true,
+            "--perf" => o.perf = true,
             "--nice" => o.nice = value("--nice")?.parse().map_err(|e| format!("{e}"))?,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -138,6 +142,59 @@ fn wrk(
     })
 }
 
+/// Samples Envoy's CPU (`perf record`) while wrk loads it, then prints the split by shared object (Envoy's
+/// C++, V8's JIT code = the wasm, libc, kernel) and the hottest symbols. Envoy's binary is stripped, so its
+/// own frames show as addresses; the wasm shows as `[JIT]`/unknown unless V8 writes a perf map.
+fn profile(
+    v: &Variant,
+    e: &Envoy,
+    script: Option<&std::path::Path>,
+    o: &Options,
+    pin: bool,
+) -> Result<(), String> {
+    let data = e.dir.join("perf.data");
+    let mut perf = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-F",
+            "2999",
+            "-p",
+            &e.pid().to_string(),
+            "-o",
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|err| format!("perf: {err} (install linux-perf)"))?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sample = wrk(e.listener, v, script, o, o.duration_s, pin);
+    // SAFETY: SIGINT to the perf child we spawned, so it writes its data file and exits.
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let _ = perf.wait();
+    let sample = sample?;
+    println!("== {} ({:.0} rps)", v.name, sample.rps);
+    for sort in ["dso", "dso,sym"] {
+        let out = Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "-q",
+                "--percent-limit",
+                "1.5",
+                "--sort",
+                sort,
+                "-i",
+            ])
+            .arg(&data)
+            .output()
+            .map_err(|err| format!("perf report: {err}"))?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(())
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     match xs.len() {
@@ -209,7 +266,11 @@ fn main() -> ExitCode {
     let load_before = load_average();
     let mut chosen: Vec<Variant> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
-    for v in variants() {
+    let mut all = variants();
+    if o.only.as_deref().is_some_and(|s| s.starts_with("probe")) {
+        all.extend(portcullis_e2e::bench::probe_variants());
+    }
+    for v in all {
         if o.only
             .as_ref()
             .is_some_and(|s| !v.name.contains(s.as_str()) && v.group != "base")
@@ -285,6 +346,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if o.perf {
+        for ((v, e), script) in chosen.iter().zip(&envoys).zip(&scripts) {
+            if let Err(err) = profile(v, e, script.as_deref(), &o, pin) {
+                eprintln!("bench: perf {}: {err}", v.name);
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
     }
     let memory: Vec<Option<u64>> = envoys.iter().map(allocated_bytes).collect();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); chosen.len()];

@@ -1,41 +1,50 @@
-//! `scripts/demo`: starts the echo upstream and Envoy with `envoy/demo.yaml`, sends requests that show each
-//! filter's effect, prints what the client sent, what the upstream received and what the client got back,
-//! then stops everything. `--serve` keeps it running until Ctrl-C.
+//! `scripts/demo`: starts the echo upstreams and Envoy with the demo bootstrap (`--config FILE`; default
+//! `envoy/demo.yaml`, which `portcullis render` generates from `envoy/demo.portcullis.yaml`), sends requests that
+//! show each filter's effect, prints what the client sent, what the upstream received and what the client got
+//! back, then stops everything. `--serve` keeps it running until Ctrl-C.
+//! Every demo is a route of the one listener, selected by its Host (`headers.demo.test`, `jwt.demo.test`, …).
 //! Exits non-zero if an expected effect is missing, so the demo doubles as a smoke check.
 
 use portcullis_e2e::upstream::echo;
 use portcullis_e2e::{paths, Envoy, Recorded, Reply, Request, Response, Upstream};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
 /// The demo Envoy's scratch folder (its `envoy.log`), for steps that show a log line.
-static DEMO_DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+static DEMO_DIR: OnceLock<PathBuf> = OnceLock::new();
 
+/// The echo upstream (`echo` in envoy/demo.portcullis.yaml; the stable side of the canary demo).
 const UPSTREAM: &str = "127.0.0.1:18080";
+/// The canary side of the canary demo (`echo-canary`).
+const CANARY_UPSTREAM: &str = "127.0.0.1:18081";
 
-/// One demonstration: requests sent to one listener of `envoy/demo.yaml`, and a check that the filter's
-/// effect is visible. Listener ports: 10000 headers, 10001 jwt-auth, 10002 rate-limit, 10003 circuit-breaker,
-/// 10004 request-guard, 10005 hmac-auth, 10006 canary, 10007 observability, 10010 the portcullis bundle.
+/// One demonstration: requests sent to the demo listener with the Host of the demo's route in
+/// `envoy/demo.portcullis.yaml`, and a check that the filter's effect is visible.
 struct Step {
     title: &'static str,
-    port: u16,
+    /// The Host header that selects the demo's route.
+    host: &'static str,
     requests: fn(SocketAddr) -> Vec<Request>,
-    /// Gets the responses and the requests the upstream received during the step; Err names a missing effect.
-    check: fn(&[Response], &[Recorded]) -> Result<(), String>,
+    /// Gets the responses, the requests the echo upstream received and those the canary upstream received
+    /// during the step; Err names a missing effect.
+    check: Check,
 }
+
+type Check = fn(&[Response], &[Recorded], &[Recorded]) -> Result<(), String>;
 
 fn steps() -> Vec<Step> {
     vec![Step {
         title: "headers: request context added, internals stripped, response stamped",
-        port: 10000,
+        host: "headers.demo.test",
         requests: |addr| {
             vec![Request::new(addr, "GET", "/orders?id=7")
                 .header("x-user", "alice")
                 .header("x-internal-debug", "1")
                 .header("x-request-id", "demo-req-1")]
         },
-        check: |responses, seen| {
+        check: |responses, seen, _| {
             let up = seen.first().ok_or("the upstream received nothing")?;
             expect_headers(
                 "upstream",
@@ -62,7 +71,7 @@ fn steps() -> Vec<Step> {
     },
     Step {
         title: "jwt-auth: no token 401, a valid HS256 token passes as x-user/x-tenant, a forged one 401",
-        port: 10001,
+        host: "jwt.demo.test",
         requests: |addr| {
             use jwt_simple::prelude::*;
             let key = HS256Key::from_bytes(b"portcullis-demo-secret-0123456789abcdef");
@@ -87,7 +96,7 @@ fn steps() -> Vec<Step> {
                 Request::new(addr, "GET", "/orders").header("authorization", &format!("Bearer {forged}")),
             ]
         },
-        check: |responses, seen| {
+        check: |responses, seen, _| {
             let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
             if statuses != [401, 200, 401] {
                 return Err(format!("statuses {statuses:?}, expected [401, 200, 401]"));
@@ -110,9 +119,9 @@ fn steps() -> Vec<Step> {
     },
     Step {
         title: "rate-limit: the seed's per-IP bucket (burst 5, 1/s): 5 pass with RateLimit-* headers, then 429",
-        port: 10002,
+        host: "ratelimit.demo.test",
         requests: |addr| (0..7).map(|_| Request::new(addr, "GET", "/search")).collect(),
-        check: |responses, seen| {
+        check: |responses, seen, _| {
             if seen.len() != 5 {
                 return Err(format!("{} requests reached the upstream, expected 5", seen.len()));
             }
@@ -136,10 +145,10 @@ fn steps() -> Vec<Step> {
     },
     Step {
         title: "circuit-breaker: 3 upstream failures (Envoy's 503, nothing listens) open it; then it rejects at once",
-        port: 10003,
+        host: "breaker.demo.test",
         // more than 4 requests: the trip is recorded in the log callback, just after the 3rd response
         requests: |addr| (0..6).map(|_| Request::new(addr, "GET", "/flaky")).collect(),
-        check: |responses, seen| {
+        check: |responses, seen, _| {
             if !seen.is_empty() {
                 return Err(format!("{} requests reached the echo upstream", seen.len()));
             }
@@ -156,7 +165,7 @@ fn steps() -> Vec<Step> {
     },
     Step {
         title: "request-guard: a browser passes; a scanner, a blacklisted forwarded address and an oversize chunked body do not",
-        port: 10004,
+        host: "guard.demo.test",
         requests: |addr| {
             let browser = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0";
             vec![
@@ -171,7 +180,7 @@ fn steps() -> Vec<Step> {
                     .chunked(1024),
             ]
         },
-        check: |responses, seen| {
+        check: |responses, seen, _| {
             let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
             if statuses != [200, 403, 403, 413] {
                 return Err(format!("expected statuses [200, 403, 403, 413], got {statuses:?}"));
@@ -184,12 +193,12 @@ fn steps() -> Vec<Step> {
     },
     Step {
         title: "hmac-auth: a signed request passes as alice; the same request replayed and an unsigned one get 401",
-        port: 10005,
+        host: "hmac.demo.test",
         requests: |addr| {
             let signed = demo_signed_request(addr);
             vec![signed.clone(), signed, Request::new(addr, "GET", "/ledger")]
         },
-        check: |responses, seen| {
+        check: |responses, seen, _| {
             let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
             if statuses != [200, 401, 401] {
                 return Err(format!("expected statuses [200, 401, 401], got {statuses:?}"));
@@ -207,8 +216,8 @@ fn steps() -> Vec<Step> {
         },
     },
     Step {
-        title: "canary: uid_prefix_abc users tagged for canary, others split 5% by user-id hash",
-        port: 10006,
+        title: "canary: uid_prefix_abc users tagged and routed to canary, others split 5% by user-id hash",
+        host: "canary.demo.test",
         requests: |addr| {
             vec![
                 Request::new(addr, "GET", "/release").header("x-user-id", "abc42"),
@@ -218,26 +227,30 @@ fn steps() -> Vec<Step> {
                     .header("x-canary", "true"),
             ]
         },
-        check: |_, seen| {
-            let [abc, alice] = seen else {
-                return Err(format!("the upstream received {} requests, expected 2", seen.len()));
+        check: |_, seen, canary| {
+            // The upstream tells which route Envoy picked after the filter set x-canary: `to_canary` goes to
+            // the canary upstream, `to_stable` to the echo upstream.
+            let [abc] = canary else {
+                return Err(format!("the canary upstream received {} requests, expected 1 (abc42's)", canary.len()));
             };
-            // x-demo-route is added by the route Envoy picked after the filter set x-canary
+            let [alice] = seen else {
+                return Err(format!("the stable upstream received {} requests, expected 1 (alice's)", seen.len()));
+            };
             expect_headers(
-                "upstream (abc42)",
+                "canary upstream (abc42)",
                 &abc.headers,
-                &[("x-canary", Some("true")), ("x-demo-route", Some("to_canary"))],
+                &[("x-user-id", Some("abc42")), ("x-canary", Some("true"))],
             )?;
             expect_headers(
-                "upstream (alice)",
+                "stable upstream (alice)",
                 &alice.headers,
-                &[("x-canary", Some("false")), ("x-demo-route", Some("to_stable"))],
+                &[("x-user-id", Some("alice")), ("x-canary", Some("false"))],
             )
         },
     },
     Step {
         title: "observability: trace continued/started (x-trace-id), one JSON log line, labelled Prometheus counts",
-        port: 10007,
+        host: "observability.demo.test",
         requests: |addr| {
             vec![
                 Request::new(addr, "GET", "/orders/42")
@@ -246,7 +259,7 @@ fn steps() -> Vec<Step> {
                 Request::new(addr, "GET", "/orders/43"),
             ]
         },
-        check: |responses, seen| {
+        check: |responses, seen, _| {
             let [continued, started] = seen else {
                 return Err(format!("the upstream received {} requests, expected 2", seen.len()));
             };
@@ -262,16 +275,25 @@ fn steps() -> Vec<Step> {
                 return Err(format!("no trace was started: {:?}", started.headers));
             }
             expect_headers("client", &responses[1].headers, &[("x-trace-id", Some(new_trace.as_str()))])?;
-            let text = Request::new(SocketAddr::from(([127, 0, 0, 1], 9901)), "GET", "/stats/prometheus")
-                .try_send()
-                .map_err(|e| format!("admin: {e}"))?
-                .text();
+            // Counter additions reach Envoy on the filter's timer (portcullis_common::metrics::FLUSH_PERIOD, 1 s):
+            // poll a little longer than that.
+            let counted = r#"portcullis_http_requests_total{route="observability",method="GET",status_class="2xx"} 2"#;
+            let mut text = String::new();
+            for _ in 0..30 {
+                text = Request::new(SocketAddr::from(([127, 0, 0, 1], 9901)), "GET", "/stats/prometheus")
+                    .try_send()
+                    .map_err(|e| format!("admin: {e}"))?
+                    .text();
+                if text.lines().any(|l| l == counted) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             println!("    /stats/prometheus excerpt:");
             // (the latency histogram appears once Envoy merges histograms, every stats flush: 5 s)
             for line in text.lines().filter(|l| l.starts_with("portcullis_http_") && !l.contains("duration")) {
                 println!("        {line}");
             }
-            let counted = r#"portcullis_http_requests_total{route="observability",method="GET",status_class="2xx"} 2"#;
             if !text.lines().any(|l| l == counted) {
                 return Err(format!("missing metric line {counted}"));
             }
@@ -297,7 +319,7 @@ fn steps() -> Vec<Step> {
     },
         Step {
             title: "portcullis bundle: guard → rate-limit (burst 3) → headers → metrics in one wasm filter",
-            port: 10010,
+            host: "bundle.demo.test",
             requests: |addr| {
                 let mut r = vec![Request::new(addr, "GET", "/bundle").header("user-agent", "sqlmap/1.7")];
                 for _ in 0..4 {
@@ -305,7 +327,7 @@ fn steps() -> Vec<Step> {
                 }
                 r
             },
-            check: |responses, seen| {
+            check: |responses, seen, _| {
                 let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
                 if statuses != [403, 200, 200, 200, 429] {
                     return Err(format!("expected [403, 200, 200, 200, 429], got {statuses:?}"));
@@ -389,8 +411,45 @@ fn show(label: &str, headers: &[(String, String)]) {
     }
 }
 
+/// `--serve` and `--config FILE` (the bootstrap; default `envoy/demo.yaml`).
+struct Args {
+    serve: bool,
+    config: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        serve: false,
+        config: paths::repo_root().join("envoy/demo.yaml"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--serve" => args.serve = true,
+            "--config" => {
+                let file = it.next().ok_or("--config needs a file")?;
+                // Envoy runs in the repository root: make a path relative to where we were started absolute.
+                args.config =
+                    std::path::absolute(&file).map_err(|e| format!("--config {file}: {e}"))?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (--serve, --config FILE)"
+                ))
+            }
+        }
+    }
+    Ok(args)
+}
+
 fn main() -> ExitCode {
-    let serve = std::env::args().any(|a| a == "--serve");
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let upstream = match Upstream::bind(UPSTREAM, backend) {
         Ok(u) => u,
         Err(e) => {
@@ -398,31 +457,45 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = paths::repo_root().join("envoy/demo.yaml");
+    let canary = match Upstream::bind(CANARY_UPSTREAM, backend) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("demo: cannot listen on {CANARY_UPSTREAM} for the canary upstream: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let dir = paths::scratch_dir("demo");
     let _ = DEMO_DIR.set(dir.clone());
-    let envoy = match Envoy::start_file(&config, &dir, 1) {
+    let envoy = match Envoy::start_file(&args.config, &dir, 1) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("demo: Envoy did not start: {e}");
+            eprintln!(
+                "demo: Envoy did not start with {}: {e}",
+                args.config.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     println!(
-        "Envoy is up on http://{} (admin http://{}), echo upstream on {UPSTREAM}\n",
-        envoy.listener, envoy.admin
+        "Envoy is up on http://{} (admin http://{}) with {}, echo upstreams on {UPSTREAM} (stable) and \
+         {CANARY_UPSTREAM} (canary)\n",
+        envoy.listener,
+        envoy.admin,
+        args.config.display()
     );
 
     let mut all_ok = true;
     for step in steps() {
         println!("== {}", step.title);
-        let addr = SocketAddr::from(([127, 0, 0, 1], step.port));
-        let requests = (step.requests)(addr);
+        let requests: Vec<Request> = (step.requests)(envoy.listener)
+            .into_iter()
+            .map(|r| r.header("host", step.host))
+            .collect();
         let detailed = requests.len() <= 2;
-        let before = upstream.count();
+        let before = (upstream.count(), canary.count());
         let mut responses = Vec::new();
         for request in &requests {
-            let seen_before = upstream.count();
+            let seen_before = (upstream.count(), canary.count());
             let response = match request.try_send() {
                 Ok(r) => r,
                 Err(e) => {
@@ -435,13 +508,15 @@ fn main() -> ExitCode {
                 }
             };
             println!(
-                "  {} {} (port {}) -> {}",
-                request.method, request.path, step.port, response.status
+                "  {} {} (host {}) -> {}",
+                request.method, request.path, step.host, response.status
             );
             if detailed {
                 show("client sent", &request.headers);
-                if let Some(seen) = upstream.requests().get(seen_before) {
+                if let Some(seen) = upstream.requests().get(seen_before.0) {
                     show("upstream received", &seen.headers);
+                } else if let Some(seen) = canary.requests().get(seen_before.1) {
+                    show("canary upstream received", &seen.headers);
                 } else {
                     println!("    (the upstream received nothing)");
                 }
@@ -453,8 +528,9 @@ fn main() -> ExitCode {
             responses.push(response);
         }
         if responses.len() == requests.len() {
-            let seen: Vec<Recorded> = upstream.requests().split_off(before);
-            match (step.check)(&responses, &seen) {
+            let seen: Vec<Recorded> = upstream.requests().split_off(before.0);
+            let seen_canary: Vec<Recorded> = canary.requests().split_off(before.1);
+            match (step.check)(&responses, &seen, &seen_canary) {
                 Ok(()) => println!("  ok"),
                 Err(e) => {
                     println!("  MISSING EFFECT: {e}");
@@ -465,10 +541,13 @@ fn main() -> ExitCode {
         println!();
     }
 
-    if serve {
+    if args.serve {
+        let hosts: Vec<&str> = steps().iter().map(|s| s.host).collect();
         println!(
-            "Serving: try  curl -si http://{}/hello -H 'x-user: you'   (Ctrl-C to stop)",
-            envoy.listener
+            "Serving: try  curl -si http://{}/hello -H 'host: headers.demo.test' -H 'x-user: you'   (Ctrl-C to stop)\n\
+             Each demo is a Host: {}",
+            envoy.listener,
+            hosts.join(", ")
         );
         loop {
             std::thread::park();
@@ -476,6 +555,7 @@ fn main() -> ExitCode {
     }
     drop(envoy);
     drop(upstream);
+    drop(canary);
     if all_ok {
         println!("demo: every filter showed its effect.");
         ExitCode::SUCCESS

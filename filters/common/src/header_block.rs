@@ -1,0 +1,114 @@
+//! All request headers in one buffer, as proxy-wasm's `proxy_get_header_map_pairs` returns them: one host
+//! call instead of one per header a chain reads, looked up in place without copying each pair.
+//!
+//! Layout (little-endian `u32`s): the pair count `n`, then `n` × (name length, value length), then each
+//! name and value followed by a NUL byte.
+
+pub struct HeaderBlock {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+}
+
+impl HeaderBlock {
+    /// Checks the layout once; `None` if the host sent something malformed (lengths running past the end).
+    pub fn parse(bytes: Vec<u8>) -> Option<HeaderBlock> {
+        if bytes.is_empty() {
+            return Some(HeaderBlock { bytes, count: 0 });
+        }
+        let count = read_u32(&bytes, 0)?;
+        let mut data = count.checked_mul(8)?.checked_add(4)?;
+        if data > bytes.len() {
+            return None;
+        }
+        for i in 0..count {
+            let name = read_u32(&bytes, 4 + i * 8)?;
+            let value = read_u32(&bytes, 8 + i * 8)?;
+            data = data.checked_add(name)?.checked_add(value)?.checked_add(2)?;
+        }
+        (data <= bytes.len()).then_some(HeaderBlock { bytes, count })
+    }
+
+    /// Encodes pairs in the host's layout (for test hosts).
+    pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone) -> Vec<u8> {
+        let count = pairs.clone().into_iter().count();
+        let mut out = Vec::new();
+        out.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+        for (name, value) in pairs.clone() {
+            for len in [name.len(), value.len()] {
+                out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+            }
+        }
+        for (name, value) in pairs {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.extend_from_slice(value);
+            out.push(0);
+        }
+        out
+    }
+
+    /// Every (name, value) pair in the host's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut at = 4 + self.count * 8;
+        (0..self.count).map(move |i| {
+            // `parse` checked every length and offset, so these reads cannot fail.
+            let name_len = read_u32(&self.bytes, 4 + i * 8).unwrap_or(0);
+            let value_len = read_u32(&self.bytes, 8 + i * 8).unwrap_or(0);
+            let name = self.bytes.get(at..at + name_len).unwrap_or_default();
+            at += name_len + 1;
+            let value = self.bytes.get(at..at + value_len).unwrap_or_default();
+            at += value_len + 1;
+            (name, value)
+        })
+    }
+
+    /// The first value of `name` (compared case-insensitively).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_and_lookup_is_case_insensitive_first_wins() {
+        let pairs: [(&str, &[u8]); 4] = [
+            (":method", b"GET"),
+            ("User-Agent", b"curl/8"),
+            ("x-a", b"1"),
+            ("x-a", b"2"),
+        ];
+        let block = HeaderBlock::parse(HeaderBlock::encode(pairs)).unwrap();
+        assert_eq!(block.get("user-agent"), Some(&b"curl/8"[..]));
+        assert_eq!(block.get("X-A"), Some(&b"1"[..]));
+        assert_eq!(block.get(":path"), None);
+        assert_eq!(block.iter().count(), 4);
+        assert!(HeaderBlock::parse(Vec::new()).is_some_and(|b| b.get("x").is_none()));
+    }
+
+    #[test]
+    fn malformed_blocks_are_refused_not_read_past_their_end() {
+        let good = HeaderBlock::encode([("x-a", &b"1"[..])]);
+        for cut in 1..good.len() {
+            assert!(
+                HeaderBlock::parse(good[..cut].to_vec()).is_none(),
+                "cut at {cut}"
+            );
+        }
+        let mut huge_count = good.clone();
+        huge_count[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(HeaderBlock::parse(huge_count).is_none());
+        let mut huge_len = good;
+        huge_len[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(HeaderBlock::parse(huge_len).is_none());
+    }
+}
