@@ -158,8 +158,20 @@ impl Exchange {
 
     /// Replaces (or with `None` removes) a request header, upstream-visible and visible to later policies.
     pub fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        self.host.set_request_header(name, value);
+        // Removing a header the request is known not to have needs no host call (the usual case for
+        // "strip what clients must not send").
+        if value.is_some() || !self.known_absent(name) {
+            self.host.set_request_header(name, value);
+        }
         self.remember(name, value.map(str::to_owned));
+    }
+
+    /// Whether the request surely lacks `name`: remembered absent, or missing from the header block.
+    fn known_absent(&self, name: &str) -> bool {
+        match self.known_header(name) {
+            Some(i) => self.request_headers[i].1.is_none(),
+            None => matches!(&self.header_block, Some(Some(block)) if block.get(name).is_none()),
+        }
     }
 
     /// Appends a request header value.
@@ -251,7 +263,7 @@ impl Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::FakeHost;
+    use crate::testing::{FakeHost, RecordingHost};
 
     #[test]
     fn all_request_headers_come_from_one_host_call() {
@@ -263,6 +275,19 @@ mod tests {
             assert_eq!(ex.method(), Some("GET"));
         }
         assert_eq!(host.state.borrow().header_reads, 1);
+    }
+
+    #[test]
+    fn removing_a_header_the_request_lacks_costs_no_host_call() {
+        let host = RecordingHost::new(FakeHost::request("GET", "/").with_header("x-a", "1"));
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        ex.set_request_header("x-a", None); // not read yet: the host is asked
+        assert_eq!(ex.request_header("x-b"), None);
+        ex.set_request_header("x-b", None); // known absent: nothing to do
+        ex.set_request_header("x-a", None); // removed already
+        ex.set_request_header("X-C", None); // absent from the block
+        assert_eq!(host.take(), vec!["set header x-a", "header block"]);
+        assert_eq!(ex.request_header("x-a"), None);
     }
 
     #[test]
