@@ -17,7 +17,7 @@ USAGE:
     portcullis validate FILE [--output human|json]
     portcullis render FILE --target envoy|kong [-o OUT]
     portcullis push FILE --kong-admin URL [--dry-run] [--output human|json] [--retries N]
-    portcullis serve --xds ADDR FILE [--poll-ms N]
+    portcullis serve --xds ADDR FILE [--poll-ms N] [--output human|json]
     portcullis render FILE --target envoy --xds ADDR [-o OUT]
     portcullis help
 
@@ -26,6 +26,7 @@ render: envoy writes the bootstrap YAML to OUT (default: stdout); kong writes ko
 serve: an xDS server on ADDR (ADS over gRPC: listener, routes, clusters, and each filter's config over ECDS)
        that follows edits of FILE and pushes changes to connected Envoys; invalid edits are reported and the
        last good version keeps serving. `render --target envoy --xds ADDR` writes the bootstrap for it.
+       With --output json every event is one JSON line (serving, applied, rejected, refused_by_envoy).
 ${NAME} in string values is replaced by the environment variable NAME (upper case; $${NAME} is kept).
 
 EXIT CODES:
@@ -226,14 +227,26 @@ fn main() -> ExitCode {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            println!("serving xDS on {bound}: version 1 from {}", file.display());
+            if args.json {
+                let started = serde_json::json!({
+                    "event": "serving", "address": bound, "version": 1, "file": file.display().to_string()
+                });
+                println!("{started}");
+            } else {
+                println!("serving xDS on {bound}: version 1 from {}", file.display());
+            }
+            let log: fn(&portcullis_cli::xds::Event) = if args.json {
+                |event| println!("{}", event.json())
+            } else {
+                |event| println!("{}", event.human())
+            };
             let served = portcullis_cli::xds::serve(
                 listener,
                 file.clone(),
                 loaded,
                 Duration::from_millis(args.poll_ms),
                 process_env,
-                |line| println!("{line}"),
+                log,
             );
             match served {
                 Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,77 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+/// What the server reports while it runs: printed as lines for humans or as JSON lines (`--output json`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A valid edit became `version`; `changed` names the resource types whose content changed.
+    Applied {
+        version: u64,
+        file: String,
+        changed: Vec<&'static str>,
+    },
+    /// An edit was invalid (or unreadable); the last good version keeps serving.
+    Rejected { problems: Vec<String> },
+    /// Envoy refused an update (NACK) and keeps its previous config.
+    Refused {
+        resources: &'static str,
+        version: String,
+        message: String,
+    },
+}
+
+impl Event {
+    pub fn human(&self) -> String {
+        match self {
+            Event::Applied {
+                version,
+                file,
+                changed,
+            } => format!(
+                "version {version}: {file} applied (changed: {})",
+                if changed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    changed.join(", ")
+                }
+            ),
+            Event::Rejected { problems } => {
+                let mut lines: Vec<String> =
+                    problems.iter().map(|p| format!("rejected: {p}")).collect();
+                lines.push("rejected: still serving the last good version".into());
+                lines.join("\n")
+            }
+            Event::Refused {
+                resources,
+                version,
+                message,
+            } => format!(
+                "Envoy refused {resources} version {version}: {message} (it keeps its previous config)"
+            ),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        match self {
+            Event::Applied {
+                version,
+                file,
+                changed,
+            } => {
+                json!({ "event": "applied", "version": version, "file": file, "changed": changed })
+            }
+            Event::Rejected { problems } => json!({ "event": "rejected", "problems": problems }),
+            Event::Refused {
+                resources,
+                version,
+                message,
+            } => {
+                json!({ "event": "refused_by_envoy", "resources": resources, "version": version, "message": message })
+            }
+        }
+    }
+}
+
 /// Name of the bootstrap cluster that reaches this server.
 pub const XDS_CLUSTER: &str = "portcullis_xds";
 /// Envoys connected at once (one Envoy holds one stream).
@@ -132,14 +203,14 @@ pub fn bootstrap(l: &Loaded, xds: std::net::SocketAddr) -> Value {
     bootstrap
 }
 
-/// Runs the server until the process ends. `log` receives one line per event (update, rejection, NACK).
+/// Runs the server until the process ends. `log` receives every event (update, rejection, NACK).
 pub fn serve(
     listener: TcpListener,
     file: PathBuf,
     first: Loaded,
     poll: Duration,
     env: fn(&str) -> Option<String>,
-    log: fn(&str),
+    log: fn(&Event),
 ) -> std::io::Result<()> {
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::from_policy(1, &first)));
     std::thread::spawn(move || watch_file(&file, &publish, poll, env, log));
@@ -175,9 +246,11 @@ fn watch_file(
     publish: &watch::Sender<Arc<Snapshot>>,
     poll: Duration,
     env: fn(&str) -> Option<String>,
-    log: fn(&str),
+    log: fn(&Event),
 ) {
-    let mut last = stamp(file);
+    // No initial stamp: the file may have changed between the first load and now, so the first poll
+    // compares what it reads with what is served (an unchanged file gives no new version).
+    let mut last = None;
     loop {
         std::thread::sleep(poll);
         let now = stamp(file);
@@ -195,27 +268,21 @@ fn watch_file(
                     .filter(|(t, (v, _))| current.type_version(t) != Some(*v))
                     .map(|(t, _)| short_type(t))
                     .collect();
+                if changed.is_empty() {
+                    continue; // same resources (a comment, a touch): nothing to push
+                }
                 let version = next.version;
                 publish.send_replace(Arc::new(next));
-                log(&format!(
-                    "version {version}: {} applied (changed: {})",
-                    file.display(),
-                    if changed.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        changed.join(", ")
-                    }
-                ));
+                log(&Event::Applied {
+                    version,
+                    file: file.display().to_string(),
+                    changed,
+                });
             }
-            Err(LoadError::Io(e)) => log(&format!(
-                "rejected: {e}; still serving the last good version"
-            )),
-            Err(LoadError::Invalid(errors)) => {
-                for e in &errors {
-                    log(&format!("rejected: {e}"));
-                }
-                log("rejected: still serving the last good version");
-            }
+            Err(LoadError::Io(e)) => log(&Event::Rejected { problems: vec![e] }),
+            Err(LoadError::Invalid(errors)) => log(&Event::Rejected {
+                problems: errors.iter().map(ToString::to_string).collect(),
+            }),
         }
     }
 }
@@ -232,7 +299,7 @@ fn short_type(type_url: &str) -> &'static str {
 
 struct Ads {
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    log: fn(&str),
+    log: fn(&Event),
     streams: Arc<tokio::sync::Semaphore>,
 }
 
@@ -316,17 +383,16 @@ fn answer(
     snapshot: &Snapshot,
     subscriptions: &mut BTreeMap<String, Subscription>,
     nonce: &mut u64,
-    log: fn(&str),
+    log: fn(&Event),
 ) -> Option<DiscoveryResponse> {
     let current = snapshot.type_version(&r.type_url)?;
     let sub = subscriptions.entry(r.type_url.clone()).or_default();
     if let Some(error) = &r.error_detail {
-        log(&format!(
-            "Envoy refused {} version {}: {} (it keeps its previous config)",
-            short_type(&r.type_url),
-            sub.sent.map_or("-".into(), |v| v.to_string()),
-            error.message
-        ));
+        log(&Event::Refused {
+            resources: short_type(&r.type_url),
+            version: sub.sent.map_or("-".into(), |v| v.to_string()),
+            message: error.message.clone(),
+        });
         return None;
     }
     let names_changed = sub.names != r.resource_names;
@@ -395,7 +461,7 @@ routes:
         }
     }
 
-    fn quiet(_: &str) {}
+    fn quiet(_: &Event) {}
 
     #[test]
     fn a_subscription_is_answered_once_and_its_ack_needs_nothing() {

@@ -55,6 +55,27 @@ fn the_example_policy_validates_when_its_secret_is_set() {
         .contains("ok (1 upstreams, 4 routes, 6 filter configs)"));
 }
 
+/// The policy scripts/kong-test pushes to a real Kong (where Docker exists) must stay valid here too.
+#[test]
+fn the_kong_push_test_policy_validates_and_renders_its_version() {
+    let file = repo().join("kong/push-test.portcullis.yaml");
+    let file = file.to_string_lossy();
+    let out = portcullis(&["validate", &file], &[("PUSH_VERSION", "v1")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = portcullis(
+        &["render", &file, "--target", "kong"],
+        &[("PUSH_VERSION", "v7")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let kong = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        kong.contains("value: v7") && kong.contains("host: echo"),
+        "{kong}"
+    );
+    let out = portcullis(&["validate", &file], &[]);
+    assert_eq!(out.status.code(), Some(1), "PUSH_VERSION unset must fail");
+}
+
 #[test]
 fn an_unset_secret_fails_validation_naming_the_variable_and_its_line() {
     let out = portcullis(&["validate", &example()], &[]);

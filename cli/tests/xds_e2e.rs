@@ -243,3 +243,74 @@ fn envoy_follows_policy_edits_over_xds_and_ignores_broken_ones() {
         "the listener is still version 1:\n{listeners}"
     );
 }
+
+/// `serve --output json`: every event is one JSON line a machine can follow.
+#[test]
+fn serve_reports_events_as_json_lines() {
+    let dir = paths::scratch_dir("cli-xds-json");
+    let file = dir.join("portcullis.yaml");
+    let upstream: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    write(
+        &file,
+        &policy(free_port(), upstream, "rate: 1, per: 1m", "v1"),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--xds",
+            "127.0.0.1:0",
+            "--poll-ms",
+            "50",
+            "--output",
+            "json",
+        ])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start portcullis serve");
+    let mut server = Server {
+        child,
+        lines: Arc::default(),
+        addr: "127.0.0.1:0".parse().expect("addr"),
+    }; // killed on drop, also when an assertion fails
+    let stdout = server.child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an event within 10 s");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let serving = next();
+    assert_eq!(serving["event"], "serving", "{serving}");
+    assert!(serving["address"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    write(
+        &file,
+        &policy(free_port(), upstream, "rate: 1, per: 1fortnight", "v2"),
+    );
+    let rejected = next();
+    assert_eq!(rejected["event"], "rejected", "{rejected}");
+    assert!(rejected["problems"][0]
+        .as_str()
+        .is_some_and(|p| p.contains("routes[0].chain[0].config.limits[0].per")));
+    write(
+        &file,
+        &policy(free_port(), upstream, "rate: 5, per: 1m", "v3"),
+    );
+    let applied = next();
+    drop(server);
+    assert_eq!(applied["event"], "applied", "{applied}");
+    assert_eq!(applied["version"], 2);
+    assert!(applied["changed"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|t| t == "filter configs")));
+}

@@ -351,13 +351,20 @@ fn the_checker_rejects_a_config_it_should() {
     assert_eq!(err.path, "request.set[0].name");
 }
 
-/// `docker compose -f kong/docker-compose.yml config` must parse the compose file. tests/build.rs sets
+/// `docker compose -f kong/docker-compose.yml config` (and the database-backed `docker-compose.db.yml` of the push
+/// test) must parse the compose file. tests/build.rs sets
 /// `docker_compose` when the compose CLI (the Docker plugin) exists; without it this test is ignored with the
 /// reason `skipped: docker compose not available`, so the summary counts it as ignored, not passed.
 #[test]
 #[cfg_attr(not(docker_compose), ignore = "skipped: docker compose not available")]
-fn docker_compose_file_parses() {
-    let compose = repo_root().join("kong/docker-compose.yml");
+fn docker_compose_files_parse() {
+    for file in ["kong/docker-compose.yml", "kong/docker-compose.db.yml"] {
+        compose_file_parses(file);
+    }
+}
+
+fn compose_file_parses(file: &str) {
+    let compose = repo_root().join(file);
     let available = std::process::Command::new("docker")
         .args(["compose", "version"])
         .output()
@@ -380,7 +387,7 @@ fn docker_compose_file_parses() {
         .expect("docker compose runs");
     assert!(
         out.status.success(),
-        "docker compose config: {}",
+        "docker compose -f {file} config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -5,7 +5,6 @@
 pub mod config;
 pub mod machine;
 pub mod policy;
-pub mod table;
 
 pub use config::CircuitBreakerConfig;
 pub use policy::CircuitBreakerPolicy;

@@ -3,7 +3,8 @@
 //! outcome. Accounting in on_log rather than on response headers is what keeps half-open probe slots from
 //! leaking when a probe is reset or aborted.
 //!
-//! Shared data: one [`BreakerTable`] record per breaker key, updated with compare-and-swap. In Envoy a write
+//! Shared data: one record per breaker key in a [`BoundedKeys`] table of `max_keys` slots
+//! (`portcullis/circuit-breaker/<max_keys>/<n>`), updated with compare-and-swap. In Envoy a write
 //! with cas 0 is unconditional, and cas 0 is what a read of a missing key yields. Whatever path the shared
 //! `cas_update` takes to create a missing key, a write that would reach the host with cas 0 is turned by
 //! [`NoBlindWrites`] into a write of a 1-byte placeholder (which every reader treats as a free slot = a fresh,
@@ -15,9 +16,8 @@ use crate::config::{CircuitBreakerConfig, Scope, Validated};
 use crate::machine::{
     admit_stored, complete_stored, Admission, Outcome, Phase, Ticket, Transition,
 };
-use crate::table::BreakerTable;
 use portcullis_common::metrics::Metric;
-use portcullis_common::store::{SharedData, StoreError, Versioned};
+use portcullis_common::store::{BoundedKeys, SharedData, StoreError, Versioned};
 use portcullis_common::{props, ConfigError, Decision, Exchange, LocalResponse, Policy};
 use std::cell::RefCell;
 
@@ -30,7 +30,7 @@ const IDLE_TTL_MS: u64 = 60_000;
 
 pub struct CircuitBreakerPolicy {
     cfg: Validated,
-    keys: BreakerTable,
+    keys: BoundedKeys,
     ttl_ms: u64,
     rejected: Metric,
     trips: Metric,
@@ -70,7 +70,7 @@ impl Policy for CircuitBreakerPolicy {
             .saturating_add(l.probe_timeout_ms)
             .saturating_add(IDLE_TTL_MS);
         Ok(CircuitBreakerPolicy {
-            keys: BreakerTable::new(cfg.raw.max_keys),
+            keys: breaker_table(cfg.raw.max_keys),
             ttl_ms,
             rejected: Metric::counter(&format!("{METRIC_PREFIX}_rejected_total")),
             trips: Metric::counter(&format!("{METRIC_PREFIX}_trips_total")),
@@ -178,6 +178,13 @@ impl Policy for CircuitBreakerPolicy {
             }
         }
     }
+}
+
+/// The table of breaker records: `max_keys` slots `portcullis/circuit-breaker/<max_keys>/<n>`. The slot count is
+/// part of the namespace, so a configuration with another `max_keys` never reads this one's slots (a key maps to
+/// other slots there).
+fn breaker_table(max_keys: u64) -> BoundedKeys {
+    BoundedKeys::new(&format!("circuit-breaker/{max_keys}"), max_keys)
 }
 
 impl CircuitBreakerPolicy {
@@ -640,6 +647,22 @@ mod tests {
     }
 
     #[test]
+    fn records_keep_their_shared_data_layout() {
+        // `portcullis/circuit-breaker/<max_keys>/<home slot>`: fingerprint (8 LE) | expires µs (8 LE) | state
+        let gw = Gw::new(r#"{"max_keys":16}"#);
+        assert_eq!(gw.call("r", 500, T0), 500);
+        let fp = portcullis_common::store::fingerprint("route:r");
+        let key = format!("portcullis/circuit-breaker/16/{}", fp % 16);
+        let keys: Vec<String> = gw.store.0.borrow().keys().map(str::to_owned).collect();
+        assert_eq!(keys, vec![key.clone()]);
+        let record = gw.store.get(&key).unwrap().unwrap().value;
+        assert_eq!(record.get(0..8), Some(&fp.to_le_bytes()[..]));
+        let expires = gw.policy.expiry_us(T0).to_le_bytes();
+        assert_eq!(record.get(8..16), Some(&expires[..]));
+        assert_eq!(record.len(), 16 + 78);
+    }
+
+    #[test]
     fn contention_fails_open_instead_of_failing_the_request() {
         let gw = Gw::new("{}");
         gw.store.0.borrow_mut().inject_cas_mismatches(1_000);
@@ -700,7 +723,7 @@ mod tests {
         assert_eq!(NoBlindWrites(&mut store).set("k", b"state", cas), Ok(()));
         assert_eq!(store.entries["k"].value, b"state");
         // through the table: the first update of a fresh slot ends with a real record
-        let keys = BreakerTable::new(1);
+        let keys = breaker_table(1);
         let mut fresh = EnvoyStore::default();
         let r = keys.update(&mut NoBlindWrites(&mut fresh), "x", 0, |cur| {
             (Some((vec![cur.map_or(1, |_| 2)], 10)), ())

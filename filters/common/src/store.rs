@@ -188,10 +188,12 @@ impl BoundedKeys {
         let home = fp % self.slots;
         let probes = self.probes.min(self.slots);
         // The key's own live record comes first wherever it sits in the probe window: otherwise a slot that
-        // frees up earlier in the window would get a second, fresh record and hide the live one.
+        // frees up earlier in the window would get a second, fresh record and hide the live one. Without one,
+        // the key takes the first usable slot from its home slot (which is what lets `live_probe` stop at the
+        // first absent slot); the CAS loop never goes past an absent slot, as it is usable.
         let start = if probes > 1 {
-            self.live_probe(store, fp, home, probes, now_us)?
-                .unwrap_or(0)
+            self.live_probe(store, fp, home, now_us)?
+                .map_or(0, |(probe, _)| probe)
         } else {
             0
         };
@@ -225,21 +227,30 @@ impl BoundedKeys {
         Err(StoreError::Full)
     }
 
-    /// The probe index (0-based from the home slot) of the slot holding a live record of fingerprint `fp`.
+    /// The first probe (0-based from the home slot) holding a live record of fingerprint `fp`, with its
+    /// payload.
+    ///
+    /// A probe slot that does not exist ends the search: no record of `fp` can sit behind it. Records are only
+    /// written by [`BoundedKeys::update`] (nothing else writes under a table's namespace), which writes in a
+    /// probe slot only after reading every earlier probe slot of that key to exist: without a live record it
+    /// takes the first usable slot from the home slot, and an absent slot is usable. And no slot key is ever
+    /// deleted ([`SharedData`] has no delete, neither host evicts), so those earlier slots still exist. This
+    /// keeps the common case (a new key, or a key in its home slot) at one shared-data read, each a host call,
+    /// instead of one per probe.
     fn live_probe(
         &self,
         store: &dyn SharedData,
         fp: u64,
         home: u64,
-        probes: u64,
         now_us: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        for probe in 0..probes {
-            if let Some(v) = store.get(&self.slot_key((home + probe) % self.slots))? {
-                if let Some((owner, expires, _)) = decode_record(&v.value) {
-                    if owner == fp && expires > now_us {
-                        return Ok(Some(probe));
-                    }
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        for probe in 0..self.probes.min(self.slots) {
+            let Some(v) = store.get(&self.slot_key((home + probe) % self.slots))? else {
+                return Ok(None);
+            };
+            if let Some((owner, expires, payload)) = decode_record(&v.value) {
+                if owner == fp && expires > now_us {
+                    return Ok(Some((probe, payload.to_vec())));
                 }
             }
         }
@@ -254,17 +265,8 @@ impl BoundedKeys {
         now_us: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let fp = fingerprint(key);
-        let home = fp % self.slots;
-        for probe in 0..self.probes.min(self.slots) {
-            if let Some(v) = store.get(&self.slot_key((home + probe) % self.slots))? {
-                if let Some((owner, expires, payload)) = decode_record(&v.value) {
-                    if owner == fp && expires > now_us {
-                        return Ok(Some(payload.to_vec()));
-                    }
-                }
-            }
-        }
-        Ok(None)
+        let found = self.live_probe(store, fp, fp % self.slots, now_us)?;
+        Ok(found.map(|(_, payload)| payload))
     }
 }
 
@@ -355,7 +357,11 @@ mod tests {
             }
         }
         assert!(store.len() <= 64, "{} keys", store.len());
-        assert!(full > 9_000, "a full table must say so, got {full}");
+        assert_eq!(
+            full,
+            10_000 - store.len(),
+            "every key that found no slot says so"
+        );
         // once the records expire, new keys find room again
         assert_eq!(bump(&keys, &mut store, "late", 2_000), Ok(1));
         assert!(store.len() <= 64);
@@ -444,18 +450,115 @@ mod tests {
                 (Some((vec![n], expires)), n)
             })
         };
-        assert_eq!(bump_until(&mut store, &first, 0, 100), Ok(1)); // home slot, expires at 100
-        assert_eq!(bump_until(&mut store, &second, 0, 10_000), Ok(1)); // next slot
-                                                                       // the first key's record expires: its (earlier) slot is free, yet `second` keeps counting in its own
+        // `first` in the home slot until t=100, `second` in the next slot
+        assert_eq!(bump_until(&mut store, &first, 0, 100), Ok(1));
+        assert_eq!(bump_until(&mut store, &second, 0, 10_000), Ok(1));
+        // the first key's record expires: its (earlier) slot is free, yet `second` finds its own record
+        let seen = keys.update(&mut store, &second, 200, |cur| {
+            (None, cur.map(<[u8]>::to_vec))
+        });
+        assert_eq!(seen, Ok(Some(vec![1])));
+        // and keeps counting there
         assert_eq!(bump_until(&mut store, &second, 200, 10_000), Ok(2));
         assert_eq!(keys.get(&store, &second, 200).unwrap(), Some(vec![2]));
+        assert_eq!(store.len(), 2, "no second record for `second`");
+    }
+
+    /// A key with home slot `home` in a table of `slots`, other than those in `not`.
+    fn key_at_home(slots: u64, home: u64, not: &[String]) -> String {
+        (0..100_000)
+            .map(|i| format!("key-{i}"))
+            .find(|k| fingerprint(k) % slots == home && !not.contains(k))
+            .unwrap()
     }
 
     #[test]
-    fn corrupt_records_are_treated_as_free() {
-        let keys = BoundedKeys::new("c", 1);
+    fn a_key_whose_probe_slots_are_all_taken_gets_full_even_in_an_empty_table() {
+        let keys = BoundedKeys::new("hood", 64);
         let mut store = MemoryStore::default();
-        store.set("portcullis/c/0", b"xx", 0).unwrap();
-        assert_eq!(bump(&keys, &mut store, "k", 0), Ok(1));
+        let target = "target".to_string();
+        let home = fingerprint(&target) % 64;
+        let mut neighbours = vec![target.clone()];
+        for probe in 0..PROBES {
+            let k = key_at_home(64, (home + probe) % 64, &neighbours);
+            assert_eq!(bump(&keys, &mut store, &k, 0), Ok(1));
+            neighbours.push(k);
+        }
+        assert_eq!(store.len(), 4, "each neighbour in its own home slot");
+        assert_eq!(bump(&keys, &mut store, &target, 0), Err(StoreError::Full));
+        assert_eq!(store.len(), 4);
+        // once the neighbours' records expire, the key takes its home slot
+        assert_eq!(bump(&keys, &mut store, &target, 2_000), Ok(1));
+        let owner = store
+            .get(&keys.slot_key_of(home))
+            .unwrap()
+            .and_then(|v| decode_record(&v.value).map(|(fp, _, _)| fp));
+        assert_eq!(owner, Some(fingerprint(&target)));
+        assert_eq!(keys.get(&store, &target, 2_000).unwrap(), Some(vec![1]));
+    }
+
+    #[test]
+    fn a_key_without_a_record_writes_nothing() {
+        let keys = BoundedKeys::new("quiet", 1024);
+        let mut store = MemoryStore::default();
+        let r = keys.update(&mut store, "quiet", 0, |cur| (None, cur.is_none()));
+        assert_eq!(r, Ok(true));
+        assert!(store.is_empty());
+    }
+
+    /// Shared data that logs every read, to count host calls.
+    struct CountingStore {
+        inner: MemoryStore,
+        reads: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl SharedData for CountingStore {
+        fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+            self.reads.borrow_mut().push(key.to_string());
+            self.inner.get(key)
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn a_slot_that_was_never_created_ends_the_probe_scan() {
+        let keys = BoundedKeys::new("reads", 64);
+        let mut store = CountingStore {
+            inner: MemoryStore::envoy(),
+            reads: Default::default(),
+        };
+        let home = keys.slot_key_of(fingerprint("new") % 64);
+        // a new key in an empty table: the probe scan reads the home slot once (not all 4 probe slots), then
+        // the compare-and-swap reads it again and creates the record
+        let r = keys.update(&mut store, "new", 0, |_| (Some((vec![1], 1_000)), ()));
+        assert_eq!(r, Ok(()));
+        assert_eq!(store.reads.take(), vec![home.clone(), home.clone()]);
+        // a key in its home slot: the same two reads
+        let r = keys.update(&mut store, "new", 10, |_| (Some((vec![2], 1_000)), ()));
+        assert_eq!(r, Ok(()));
+        assert_eq!(store.reads.take(), vec![home.clone(), home.clone()]);
+        // lookups read one slot, whether the key is there or not
+        assert_eq!(keys.get(&store, "new", 10), Ok(Some(vec![2])));
+        assert_eq!(store.reads.take(), vec![home]);
+        assert_eq!(keys.get(&store, "absent", 10), Ok(None));
+        assert_eq!(
+            store.reads.take(),
+            vec![keys.slot_key_of(fingerprint("absent") % 64)]
+        );
+    }
+
+    #[test]
+    fn placeholders_and_corrupt_records_are_free_slots() {
+        // a 1-byte placeholder (what the circuit breaker stores instead of a blind write) or a short value
+        for value in [&[0u8][..], b"xx"] {
+            let keys = BoundedKeys::new("c", 1);
+            let mut store = MemoryStore::default();
+            store.set("portcullis/c/0", value, 0).unwrap();
+            assert_eq!(keys.get(&store, "k", 0).unwrap(), None);
+            assert_eq!(bump(&keys, &mut store, "k", 0), Ok(1));
+            assert_eq!(keys.get(&store, "k", 0).unwrap(), Some(vec![1]));
+        }
     }
 }
