@@ -162,13 +162,7 @@ pub fn resolve(config: &ClientIpConfig, ex: &mut Exchange) -> Option<IpAddr> {
         Some(name) if config.peer_is_trusted(peer) => {
             // Every line of the header, in order: a proxy may append its hop as a separate line, and a
             // client-sent first line must not win (Envoy joins the lines; ngx_wasm_module may not).
-            let lines: Vec<String> = ex
-                .host()
-                .request_headers()
-                .into_iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-                .collect();
+            let lines = ex.request_header_lines(name);
             let forwarded = (!lines.is_empty()).then(|| lines.join(","));
             config.client_from(peer, forwarded.as_deref())
         }

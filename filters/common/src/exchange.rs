@@ -95,7 +95,10 @@ impl Exchange {
                         let lossy = String::from_utf8_lossy(value).into_owned();
                         Found::Known(self.push_known(name, Some(lossy)))
                     }
-                    Some(None) if !name.starts_with(':') => {
+                    Some(None)
+                        if !name.starts_with(':')
+                            && block.as_ref().is_some_and(HeaderBlock::complete) =>
+                    {
                         Found::Known(self.push_known(name, None))
                     }
                     _ => {
@@ -114,6 +117,28 @@ impl Exchange {
                 .and_then(|b| b.get(name))
                 .and_then(|v| std::str::from_utf8(v).ok()),
         }
+    }
+
+    /// Every line of a request header as the request arrived (a proxy may add its own line), for
+    /// forwarding headers. Edits made through the exchange are not reflected. From the header block; where
+    /// the host truncated it (Kong past 100 headers) and the name is not in it, the host's single value.
+    pub fn request_header_lines(&mut self, name: &str) -> Vec<String> {
+        let block = self
+            .header_block
+            .get_or_insert_with(|| self.host.request_header_block());
+        let (lines, complete) = match block {
+            Some(b) => (
+                b.get_all(name)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect::<Vec<_>>(),
+                b.complete(),
+            ),
+            None => (Vec::new(), false),
+        };
+        if lines.is_empty() && !complete {
+            return self.host.request_header(name).into_iter().collect();
+        }
+        lines
     }
 
     fn known_header(&self, name: &str) -> Option<usize> {
@@ -170,7 +195,8 @@ impl Exchange {
     fn known_absent(&self, name: &str) -> bool {
         match self.known_header(name) {
             Some(i) => self.request_headers[i].1.is_none(),
-            None => matches!(&self.header_block, Some(Some(block)) if block.get(name).is_none()),
+            None => matches!(&self.header_block,
+                Some(Some(block)) if block.complete() && block.get(name).is_none()),
         }
     }
 
@@ -184,7 +210,7 @@ impl Exchange {
                 .1
                 .get_or_insert_with(|| value.to_owned());
         } else if let Some(Some(block)) = &self.header_block {
-            if block.get(name).is_none() {
+            if block.complete() && block.get(name).is_none() {
                 self.push_known(name, Some(value.to_owned()));
             }
         }
@@ -263,6 +289,7 @@ impl Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header_block::HOST_PAIR_LIMIT;
     use crate::testing::{FakeHost, RecordingHost};
 
     #[test]
@@ -288,6 +315,38 @@ mod tests {
         ex.set_request_header("X-C", None); // absent from the block
         assert_eq!(host.take(), vec!["set header x-a", "header block"]);
         assert_eq!(ex.request_header("x-a"), None);
+    }
+
+    /// Kong hands out at most 100 headers in one map: a header past them must still be seen (a token, a
+    /// scanner's user agent) and still be removed (a forged identity header).
+    #[test]
+    fn headers_past_a_truncated_block_are_still_read_and_removed() {
+        let mut host = FakeHost::request("GET", "/").with_header_pair_limit(HOST_PAIR_LIMIT);
+        for i in 0..HOST_PAIR_LIMIT {
+            host = host.with_header(&format!("x-junk-{i}"), "1");
+        }
+        let host = host
+            .with_header("authorization", "Bearer t")
+            .with_header("x-user-id", "forged")
+            .with_header("x-forwarded-for", "203.0.113.7");
+        let rec = RecordingHost::new(host.clone());
+        let mut ex = Exchange::new(Box::new(rec.clone()));
+        assert_eq!(ex.request_header("authorization"), Some("Bearer t"));
+        ex.set_request_header("x-user-id", None);
+        assert_eq!(host.header("x-user-id"), None, "the forged header is gone");
+        assert_eq!(
+            ex.request_header_lines("x-forwarded-for"),
+            vec!["203.0.113.7"]
+        );
+        assert_eq!(
+            rec.take(),
+            vec![
+                "header block",
+                "header authorization",
+                "set header x-user-id",
+                "header x-forwarded-for"
+            ]
+        );
     }
 
     #[test]

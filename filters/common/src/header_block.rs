@@ -3,6 +3,13 @@
 //!
 //! Layout (little-endian `u32`s): the pair count `n`, then `n` × (name length, value length), then each
 //! name and value followed by a NUL byte.
+//!
+//! ngx_wasm_module (Kong) hands out at most [`HOST_PAIR_LIMIT`] request headers this way and drops the rest
+//! ("truncated request headers to 100"), and leaves out pseudo-headers. So a block that holds that many pairs
+//! may be missing headers: absence is only trusted in a block below the limit (see [`HeaderBlock::complete`]).
+
+/// Most request headers ngx_wasm_module returns in one map (`NGX_HTTP_WASM_MAX_REQ_HEADERS`).
+pub const HOST_PAIR_LIMIT: usize = 100;
 
 pub struct HeaderBlock {
     bytes: Vec<u8>,
@@ -73,6 +80,19 @@ impl HeaderBlock {
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether every request header is here: false when the block is at a host's pair limit (Kong drops the
+    /// headers past it), so a name missing from it may still be in the request.
+    pub fn complete(&self) -> bool {
+        self.count < HOST_PAIR_LIMIT
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +113,19 @@ mod tests {
         assert_eq!(block.get(":path"), None);
         assert_eq!(block.iter().count(), 4);
         assert!(HeaderBlock::parse(Vec::new()).is_some_and(|b| b.get("x").is_none()));
+        let all: Vec<&[u8]> = block.get_all("x-a").collect();
+        assert_eq!(all, vec![&b"1"[..], &b"2"[..]]);
+        assert!(block.complete());
+    }
+
+    #[test]
+    fn a_block_at_the_host_limit_may_be_missing_headers() {
+        let names: Vec<String> = (0..HOST_PAIR_LIMIT).map(|i| format!("x-{i}")).collect();
+        let block = HeaderBlock::parse(HeaderBlock::encode(
+            names.iter().map(|n| (n.as_str(), &b"v"[..])),
+        ))
+        .unwrap();
+        assert!(!block.complete());
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub struct FakeRequest {
     pub dispatch_error: Option<String>,
     /// Behave like a host that cannot hand out all request headers at once.
     pub no_header_block: bool,
+    /// Hand out at most this many pairs in the header block, like ngx_wasm_module (100).
+    pub header_pair_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -190,6 +192,12 @@ impl FakeHost {
             .borrow_mut()
             .properties
             .insert(property_key(path), value.to_vec());
+        self
+    }
+
+    /// Like ngx_wasm_module: the header block holds at most `limit` pairs (the rest are dropped).
+    pub fn with_header_pair_limit(self, limit: usize) -> Self {
+        self.state.borrow_mut().header_pair_limit = Some(limit);
         self
     }
 
@@ -263,9 +271,11 @@ impl Host for FakeHost {
             return None;
         }
         s.header_reads += 1;
+        let limit = s.header_pair_limit.unwrap_or(usize::MAX);
         HeaderBlock::parse(HeaderBlock::encode(
             s.request_headers
                 .iter()
+                .take(limit)
                 .map(|(n, v)| (n.as_str(), v.as_bytes())),
         ))
     }
