@@ -634,10 +634,6 @@ impl Host for ProxyHost {
         map_value(MapType::HttpRequestHeaders, name)
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
-        map_pairs(MapType::HttpRequestHeaders)
-    }
-
     fn request_header_block(&self) -> Option<HeaderBlock> {
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut size: usize = 0;

@@ -86,18 +86,15 @@ impl Exchange {
         let found = match self.known_header(name) {
             Some(i) => Found::Known(i),
             None => {
-                let block = self
-                    .header_block
-                    .get_or_insert_with(|| self.host.request_header_block());
-                match block.as_ref().map(|b| b.get(name)) {
+                let block = self.loaded_block();
+                match block.map(|b| b.get(name)) {
                     Some(Some(value)) if std::str::from_utf8(value).is_ok() => Found::InBlock,
                     Some(Some(value)) => {
                         let lossy = String::from_utf8_lossy(value).into_owned();
                         Found::Known(self.push_known(name, Some(lossy)))
                     }
                     Some(None)
-                        if !name.starts_with(':')
-                            && block.as_ref().is_some_and(HeaderBlock::complete) =>
+                        if !name.starts_with(':') && block.is_some_and(HeaderBlock::complete) =>
                     {
                         Found::Known(self.push_known(name, None))
                     }
@@ -123,10 +120,7 @@ impl Exchange {
     /// forwarding headers. Edits made through the exchange are not reflected. From the header block; where
     /// the host truncated it (Kong past 100 headers) and the name is not in it, the host's single value.
     pub fn request_header_lines(&mut self, name: &str) -> Vec<String> {
-        let block = self
-            .header_block
-            .get_or_insert_with(|| self.host.request_header_block());
-        let (lines, complete) = match block {
+        let (lines, complete) = match self.loaded_block() {
             Some(b) => (
                 b.get_all(name)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -139,6 +133,19 @@ impl Exchange {
             return self.host.request_header(name).into_iter().collect();
         }
         lines
+    }
+
+    /// Every request header, read from the host on first use (`None`: the host cannot hand them out at once).
+    fn loaded_block(&mut self) -> Option<&HeaderBlock> {
+        self.header_block
+            .get_or_insert_with(|| self.host.request_header_block())
+            .as_ref()
+    }
+
+    /// Whether the header block, already read and complete, shows that the request lacks `name`.
+    fn block_lacks(&self, name: &str) -> bool {
+        matches!(&self.header_block,
+            Some(Some(block)) if block.complete() && block.get(name).is_none())
     }
 
     fn known_header(&self, name: &str) -> Option<usize> {
@@ -195,8 +202,7 @@ impl Exchange {
     fn known_absent(&self, name: &str) -> bool {
         match self.known_header(name) {
             Some(i) => self.request_headers[i].1.is_none(),
-            None => matches!(&self.header_block,
-                Some(Some(block)) if block.complete() && block.get(name).is_none()),
+            None => self.block_lacks(name),
         }
     }
 
@@ -209,10 +215,8 @@ impl Exchange {
             self.request_headers[i]
                 .1
                 .get_or_insert_with(|| value.to_owned());
-        } else if let Some(Some(block)) = &self.header_block {
-            if block.complete() && block.get(name).is_none() {
-                self.push_known(name, Some(value.to_owned()));
-            }
+        } else if self.block_lacks(name) {
+            self.push_known(name, Some(value.to_owned()));
         }
     }
 
@@ -391,9 +395,6 @@ mod tests {
             }
             fn request_header(&self, n: &str) -> Option<String> {
                 self.1.request_header(n)
-            }
-            fn request_headers(&self) -> Vec<(String, String)> {
-                Vec::new()
             }
             fn request_header_block(&self) -> Option<HeaderBlock> {
                 HeaderBlock::parse(self.0.clone())

@@ -11,7 +11,6 @@ pub trait Host {
     fn now(&self) -> Duration;
 
     fn request_header(&self, name: &str) -> Option<String>;
-    fn request_headers(&self) -> Vec<(String, String)>;
     /// Every request header in one host call, for lookups in place ([`Exchange`](crate::Exchange) reads
     /// headers this way); `None` when the host cannot, and headers are then read one by one.
     fn request_header_block(&self) -> Option<HeaderBlock> {

@@ -259,12 +259,6 @@ impl Host for FakeHost {
         find(&s.request_headers, name).map(str::to_owned)
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
-        let mut s = self.state.borrow_mut();
-        s.header_reads += 1;
-        s.request_headers.clone()
-    }
-
     fn request_header_block(&self) -> Option<HeaderBlock> {
         let mut s = self.state.borrow_mut();
         if s.no_header_block {
@@ -397,10 +391,6 @@ impl Host for RecordingHost {
     fn request_header(&self, name: &str) -> Option<String> {
         self.note(format!("header {name}"));
         self.inner.request_header(name)
-    }
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.note("headers".into());
-        self.inner.request_headers()
     }
     fn request_header_block(&self) -> Option<HeaderBlock> {
         self.note("header block".into());
