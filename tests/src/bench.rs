@@ -183,17 +183,17 @@ pub fn variants_with(rotating: usize) -> Vec<Variant> {
 /// price each kind against `noop` (not part of the default run).
 pub fn probe_variants() -> Vec<Variant> {
     [
-        "property 10",
-        "property 1",
-        "header 10",
-        "header 1",
-        "headers 1",
-        "set-header 10",
-        "set-header 1",
-        "now 10",
-        "counter 10",
-        "shared-get 10",
-        "shared-get 1",
+        "request property source.address x10",
+        "request property source.address",
+        "request header user-agent x10",
+        "request header user-agent",
+        "request headers",
+        "request set x-probe 1 x10",
+        "request set x-probe 1",
+        "request now x10",
+        "request counter x10",
+        "request shared-get probe x10",
+        "request shared-get probe",
     ]
     .iter()
     .map(|call| {
@@ -203,7 +203,10 @@ pub fn probe_variants() -> Vec<Variant> {
             vec![wasm_filter("probe", noop_wasm(), json!(call))],
             Some(noop_wasm()),
         );
-        v.name = format!("probe/{}", call.replace(' ', "x"));
+        v.name = format!(
+            "probe/{}",
+            call.trim_start_matches("request ").replace(' ', "-")
+        );
         v.request_headers
             .push(("user-agent".into(), BROWSER_UA.into()));
         v
@@ -662,6 +665,13 @@ end
     vs
 }
 
+/// The host calls the bundle makes for a `chain` request, in order (as `host_calls.rs` prints them).
+const CHAIN_HOST_CALLS: &str = "request property source.address; request headers; request now; \
+    request remove authorization; request shared-get probe-rl; request shared-set probe-rl; \
+    request remove x-internal; request set x-client-ip 127.0.0.1; request add x-via portcullis; \
+    request property xds.route_name; response set x-served-by portcullis; \
+    log property response.code; log now; log histogram";
+
 /// The full chain guard → jwt-auth (RS256, one reused token) → rate-limit (never reached) → headers → metrics:
 /// five wasm filters (one VM each), the same five policies as one `portcullis` bundle, and Envoy's native
 /// chain (rbac + jwt_authn + local_ratelimit + header_mutation; Envoy's own stats stand in for metrics).
@@ -712,6 +722,16 @@ fn chain_group(t: &Tokens) -> Vec<Variant> {
         ),
         variant("chain", Kind::Native, native, None),
     ];
+    // The bundle's host traffic for this request (filters/bundle/tests/host_calls.rs) made by the empty
+    // filter with no policy logic: the floor any wasm implementation of this chain pays in Envoy's V8.
+    let mut floor = variant(
+        "chain",
+        Kind::Noop,
+        vec![wasm_filter("probe", noop_wasm(), json!(CHAIN_HOST_CALLS))],
+        Some(noop_wasm()),
+    );
+    floor.name = "chain/host-calls-only".to_string();
+    vs.push(floor);
     // Each policy alone in the bundle, same request: where the bundle's time goes, policy by policy.
     for (name, config) in &steps {
         let config = json!({"chain": [{"policy": name, "config": config}]});

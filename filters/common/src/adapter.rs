@@ -96,6 +96,57 @@ mod ffi {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> u32;
+        pub fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+    }
+}
+
+/// A buffer the host allocated through this module's `proxy_on_memory_allocate` for a host call's answer.
+/// SAFETY (callers): `data` is null or a leaked `Vec<u8>` of exactly `size` bytes the host handed over,
+/// taken back once, as the SDK itself does.
+unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    Vec::from_raw_parts(data, size, size)
+}
+
+/// A property read without the SDK's two allocations for the path (the segments are NUL-joined on the
+/// stack when short, as property paths are).
+fn get_property(path: &[&str]) -> Option<Vec<u8>> {
+    let mut inline = [0u8; 64];
+    let mut heap = Vec::new();
+    let len = path
+        .iter()
+        .map(|s| s.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    let buffer: &mut [u8] = if len <= inline.len() {
+        &mut inline[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            at += 1; // the NUL separator (already zero)
+        }
+        buffer[at..at + segment.len()].copy_from_slice(segment.as_bytes());
+        at += segment.len();
+    }
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: see `take_host_buffer`; the path buffer outlives the call.
+    unsafe {
+        if ffi::proxy_get_property(buffer.as_ptr(), buffer.len(), &mut data, &mut size) != 0 {
+            return None;
+        }
+        (!data.is_null()).then(|| take_host_buffer(data, size))
     }
 }
 
@@ -637,8 +688,7 @@ impl Host for ProxyHost {
     fn request_header_block(&self) -> Option<HeaderBlock> {
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut size: usize = 0;
-        // SAFETY: the host writes a buffer it allocated through this module's `proxy_on_memory_allocate`
-        // (a `Vec<u8>` of exactly `size` bytes, leaked), which we take back once, as the SDK itself does.
+        // SAFETY: see `take_host_buffer`.
         unsafe {
             if ffi::proxy_get_header_map_pairs(
                 MapType::HttpRequestHeaders as u32,
@@ -648,10 +698,7 @@ impl Host for ProxyHost {
             {
                 return None;
             }
-            if data.is_null() || size == 0 {
-                return HeaderBlock::parse(Vec::new());
-            }
-            HeaderBlock::parse(Vec::from_raw_parts(data, size, size))
+            HeaderBlock::parse(take_host_buffer(data, size))
         }
     }
 
@@ -682,7 +729,7 @@ impl Host for ProxyHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
+        get_property(path)
     }
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool {

@@ -20,6 +20,8 @@ pub struct Exchange {
     header_block: Lazy<Option<HeaderBlock>>,
     peer_ip: Lazy<Option<IpAddr>>,
     client_ip: Option<IpAddr>,
+    /// The client address formatted (templates render it more than once per request).
+    client_ip_text: Option<(IpAddr, String)>,
     route_id: Lazy<Option<String>>,
     request_id: Lazy<Option<String>>,
     now: Lazy<Duration>,
@@ -35,6 +37,7 @@ impl Exchange {
             header_block: None,
             peer_ip: None,
             client_ip: None,
+            client_ip_text: None,
             route_id: None,
             request_id: None,
             now: None,
@@ -259,6 +262,19 @@ impl Exchange {
             Some(ip) => Some(ip),
             None => self.peer_ip(),
         }
+    }
+
+    /// [`Exchange::client_ip`] as text, formatted once per request.
+    pub fn client_ip_text(&mut self) -> Option<&str> {
+        let ip = self.client_ip()?;
+        if self
+            .client_ip_text
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != ip)
+        {
+            self.client_ip_text = Some((ip, ip.to_string()));
+        }
+        self.client_ip_text.as_ref().map(|(_, text)| text.as_str())
     }
 
     /// Records the client address resolved from forwarding headers, for every later policy.

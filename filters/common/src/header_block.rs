@@ -13,31 +13,53 @@ pub const HOST_PAIR_LIMIT: usize = 100;
 
 pub struct HeaderBlock {
     bytes: Vec<u8>,
-    count: usize,
+    /// Per pair: where its name and value are in `bytes` (found once, so lookups are a tight scan).
+    pairs: Vec<PairSpan>,
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+#[derive(Clone, Copy)]
+struct PairSpan {
+    name_at: u32,
+    name_len: u32,
+    value_at: u32,
+    value_len: u32,
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at.checked_add(4)?)?;
-    usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 impl HeaderBlock {
     /// Checks the layout once; `None` if the host sent something malformed (lengths running past the end).
     pub fn parse(bytes: Vec<u8>) -> Option<HeaderBlock> {
         if bytes.is_empty() {
-            return Some(HeaderBlock { bytes, count: 0 });
+            return Some(HeaderBlock {
+                bytes,
+                pairs: Vec::new(),
+            });
         }
-        let count = read_u32(&bytes, 0)?;
-        let mut data = count.checked_mul(8)?.checked_add(4)?;
-        if data > bytes.len() {
+        let count = usize::try_from(read_u32(&bytes, 0)?).ok()?;
+        let mut at = count.checked_mul(8)?.checked_add(4)?;
+        if at > bytes.len() {
             return None;
         }
+        let mut pairs = Vec::with_capacity(count);
         for i in 0..count {
-            let name = read_u32(&bytes, 4 + i * 8)?;
-            let value = read_u32(&bytes, 8 + i * 8)?;
-            data = data.checked_add(name)?.checked_add(value)?.checked_add(2)?;
+            let name_len = read_u32(&bytes, 4 + i * 8)?;
+            let value_len = read_u32(&bytes, 8 + i * 8)?;
+            let name_at = u32::try_from(at).ok()?;
+            let value_at = name_at.checked_add(name_len)?.checked_add(1)?;
+            let end = value_at.checked_add(value_len)?.checked_add(1)?;
+            at = usize::try_from(end).ok()?;
+            pairs.push(PairSpan {
+                name_at,
+                name_len,
+                value_at,
+                value_len,
+            });
         }
-        (data <= bytes.len()).then_some(HeaderBlock { bytes, count })
+        (at <= bytes.len()).then_some(HeaderBlock { bytes, pairs })
     }
 
     /// Encodes pairs in the host's layout (for test hosts).
@@ -61,24 +83,30 @@ impl HeaderBlock {
 
     /// Every (name, value) pair in the host's order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut at = 4 + self.count * 8;
-        (0..self.count).map(move |i| {
-            // `parse` checked every length and offset, so these reads cannot fail.
-            let name_len = read_u32(&self.bytes, 4 + i * 8).unwrap_or(0);
-            let value_len = read_u32(&self.bytes, 8 + i * 8).unwrap_or(0);
-            let name = self.bytes.get(at..at + name_len).unwrap_or_default();
-            at += name_len + 1;
-            let value = self.bytes.get(at..at + value_len).unwrap_or_default();
-            at += value_len + 1;
-            (name, value)
+        self.pairs.iter().map(|p| {
+            (
+                self.slice(p.name_at, p.name_len),
+                self.slice(p.value_at, p.value_len),
+            )
         })
+    }
+
+    fn slice(&self, at: u32, len: u32) -> &[u8] {
+        // `parse` checked every span against the buffer, so this never falls back.
+        let (at, len) = (at as usize, len as usize);
+        self.bytes.get(at..at + len).unwrap_or_default()
     }
 
     /// The first value of `name` (compared case-insensitively).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        let name = name.as_bytes();
+        self.pairs
+            .iter()
+            .find(|p| {
+                p.name_len as usize == name.len()
+                    && self.slice(p.name_at, p.name_len).eq_ignore_ascii_case(name)
+            })
+            .map(|p| self.slice(p.value_at, p.value_len))
     }
 
     /// Every value of `name`, in order.
@@ -91,7 +119,7 @@ impl HeaderBlock {
     /// Whether every request header is here: false when the block is at a host's pair limit (Kong drops the
     /// headers past it), so a name missing from it may still be in the request.
     pub fn complete(&self) -> bool {
-        self.count < HOST_PAIR_LIMIT
+        self.pairs.len() < HOST_PAIR_LIMIT
     }
 }
 

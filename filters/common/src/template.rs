@@ -88,19 +88,25 @@ impl Var {
         Ok(var)
     }
 
-    fn value(&self, ex: &mut Exchange) -> Option<String> {
-        match self {
-            Var::ClientIp => ex.client_ip().map(|ip| ip.to_string()),
-            Var::RequestId => ex.request_id().map(str::to_owned),
-            Var::Method => ex.method().map(str::to_owned),
-            Var::Path => ex.path().map(str::to_owned),
-            Var::PathAndQuery => ex.path_and_query().map(str::to_owned),
-            Var::Host => ex.authority().map(str::to_owned),
-            Var::RouteId => ex.route_id().map(str::to_owned),
-            Var::ServiceId => crate::props::service_id(&*ex.host()),
-            Var::Header(name) => ex.request_header(name.as_str()).map(str::to_owned),
-            Var::Query(name) => ex.query_param(name).map(str::to_owned),
-        }
+    /// Appends the variable's value to `out`; false when the request has no value for it.
+    fn append(&self, ex: &mut Exchange, out: &mut String) -> bool {
+        let value = match self {
+            Var::ClientIp => ex.client_ip_text(),
+            Var::RequestId => ex.request_id(),
+            Var::Method => ex.method(),
+            Var::Path => ex.path(),
+            Var::PathAndQuery => ex.path_and_query(),
+            Var::Host => ex.authority(),
+            Var::RouteId => ex.route_id(),
+            Var::ServiceId => {
+                return crate::props::service_id(&*ex.host())
+                    .map(|id| out.push_str(&id))
+                    .is_some()
+            }
+            Var::Header(name) => ex.request_header(name.as_str()),
+            Var::Query(name) => ex.query_param(name),
+        };
+        value.map(|v| out.push_str(v)).is_some()
     }
 }
 
@@ -199,10 +205,7 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Literal(s) => value.push_str(s),
-                Part::Var(v) => match v.value(ex) {
-                    Some(s) => value.push_str(&s),
-                    None => complete = false,
-                },
+                Part::Var(v) => complete &= v.append(ex, &mut value),
             }
         }
         Rendered { value, complete }

@@ -15,6 +15,7 @@ use portcullis_common::{
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -141,13 +142,42 @@ struct Cached {
     claims: Rc<Map<String, Value>>,
 }
 
-/// Verified tokens by their exact text: a hit is an exact match (no hash to trust), and a lookup hashes the
-/// token with the map's keyed SipHash instead of a SHA-256 (which cost more than the rest of a hit in wasm).
+/// Verified tokens by their exact text: a hit is an exact match (no hash to trust), and a lookup hashes only
+/// the token's tail (see [`TailHash`]) instead of a SHA-256 (which cost more than the rest of a hit in wasm).
 #[derive(Default)]
 struct TokenCache {
-    entries: HashMap<Box<str>, Cached>,
+    entries: HashMap<Box<str>, Cached, TailHash>,
     /// Bytes of token text held, kept under [`MAX_CACHED_TOKEN_BYTES`].
     bytes: usize,
+}
+
+/// Bytes at the end of a token that [`TailHash`] hashes: well inside any signature.
+const HASHED_TAIL: usize = 32;
+
+/// The token cache's hasher: keyed SipHash over a token's length and its last [`HASHED_TAIL`] bytes, which
+/// are signature bytes and so differ between any two tokens. A lookup hashes 40 bytes instead of the whole
+/// token (~600). Only verified tokens are stored, so no one without a signing key can crowd one bucket.
+#[derive(Default, Clone)]
+struct TailHash(RandomState);
+
+struct TailHasher(DefaultHasher);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write_usize(bytes.len());
+        self.0
+            .write(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..]);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 /// Token text the verified-token cache may hold per worker; longer tokens than [`MAX_CACHEABLE_TOKEN`] are

@@ -791,6 +791,12 @@ fn verified_tokens_are_cached_until_they_expire() {
     assert!(challenge(&d).contains("expired"), "{}", challenge(&d));
     // a forged token never hits the cache entry of a valid one
     assert_eq!(status(&run(&p, &bearer(&format!("{t}x")))), 401);
+    // nor one that hashes the same (same length and tail) but differs earlier
+    let mut forged = t.clone().into_bytes();
+    let early = forged.len() - HASHED_TAIL - 10;
+    forged[early] = if forged[early] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(status(&run(&p, &bearer(&forged))), 401);
 }
 
 #[test]
