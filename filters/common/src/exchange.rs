@@ -84,21 +84,22 @@ impl Exchange {
     pub fn request_header(&mut self, name: &str) -> Option<&str> {
         enum Found {
             Known(usize),
-            InBlock,
+            /// Pair `i` of the header block, valid UTF-8.
+            InBlock(usize),
         }
         let found = match self.known_header(name) {
             Some(i) => Found::Known(i),
             None => {
                 let block = self.loaded_block();
-                match block.map(|b| b.get(name)) {
-                    Some(Some(value)) if std::str::from_utf8(value).is_ok() => Found::InBlock,
-                    Some(Some(value)) => {
-                        let lossy = String::from_utf8_lossy(value).into_owned();
+                match block.map(|b| (b, b.position(name))) {
+                    Some((b, Some(i))) if std::str::from_utf8(b.value_at(i)).is_ok() => {
+                        Found::InBlock(i)
+                    }
+                    Some((b, Some(i))) => {
+                        let lossy = String::from_utf8_lossy(b.value_at(i)).into_owned();
                         Found::Known(self.push_known(name, Some(lossy)))
                     }
-                    Some(None)
-                        if !name.starts_with(':') && block.is_some_and(HeaderBlock::complete) =>
-                    {
+                    Some((b, None)) if !name.starts_with(':') && b.complete() => {
                         Found::Known(self.push_known(name, None))
                     }
                     _ => {
@@ -110,12 +111,13 @@ impl Exchange {
         };
         match found {
             Found::Known(i) => self.request_headers[i].1.as_deref(),
-            Found::InBlock => self
+            // the borrow checker cannot return the value from the match above, so it is looked up again by
+            // index (no scan); UTF-8 was checked there
+            Found::InBlock(i) => self
                 .header_block
                 .as_ref()
                 .and_then(Option::as_ref)
-                .and_then(|b| b.get(name))
-                .and_then(|v| std::str::from_utf8(v).ok()),
+                .and_then(|b| std::str::from_utf8(b.value_at(i)).ok()),
         }
     }
 

@@ -99,14 +99,23 @@ impl HeaderBlock {
 
     /// The first value of `name` (compared case-insensitively).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.position(name).map(|i| self.value_at(i))
+    }
+
+    /// Index of the first pair named `name` (compared case-insensitively), for [`HeaderBlock::value_at`].
+    pub fn position(&self, name: &str) -> Option<usize> {
         let name = name.as_bytes();
+        self.pairs.iter().position(|p| {
+            p.name_len as usize == name.len()
+                && self.slice(p.name_at, p.name_len).eq_ignore_ascii_case(name)
+        })
+    }
+
+    /// The value of pair `i` (empty past the end).
+    pub fn value_at(&self, i: usize) -> &[u8] {
         self.pairs
-            .iter()
-            .find(|p| {
-                p.name_len as usize == name.len()
-                    && self.slice(p.name_at, p.name_len).eq_ignore_ascii_case(name)
-            })
-            .map(|p| self.slice(p.value_at, p.value_len))
+            .get(i)
+            .map_or(&[], |p| self.slice(p.value_at, p.value_len))
     }
 
     /// Every value of `name`, in order.

@@ -93,10 +93,24 @@ pub const MAX_CAS_RETRIES: usize = 16;
 pub fn cas_update<T>(
     store: &mut dyn SharedData,
     key: &str,
+    update: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+) -> Result<T, StoreError> {
+    cas_update_from(store, key, None, update)
+}
+
+/// [`cas_update`] whose first attempt starts from `first_read`, a read of `key` the caller has just made
+/// (`Some(None)`: the key was absent), saving one host call; a stale read only costs a retry.
+fn cas_update_from<T>(
+    store: &mut dyn SharedData,
+    key: &str,
+    mut first_read: Option<Option<Versioned>>,
     mut update: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
 ) -> Result<T, StoreError> {
     for _ in 0..MAX_CAS_RETRIES {
-        let current = store.get(key)?;
+        let current = match first_read.take() {
+            Some(read) => read,
+            None => store.get(key)?,
+        };
         let (value, cas) = match &current {
             Some(v) => (Some(v.value.as_slice()), v.cas),
             None => (None, 0),
@@ -138,6 +152,16 @@ pub struct BoundedKeys {
     namespace: String,
     slots: u64,
     probes: u64,
+}
+
+/// What [`BoundedKeys::search`] found.
+struct Search {
+    /// The probe `update` starts at.
+    start: u64,
+    /// That slot as read (`None`: absent).
+    start_read: Option<Versioned>,
+    /// Whether that slot holds the key's live record.
+    live: bool,
 }
 
 /// Record layout: fingerprint (8 bytes LE) | expires_at in µs since epoch (8 bytes LE) | payload.
@@ -189,20 +213,20 @@ impl BoundedKeys {
         let probes = self.probes.min(self.slots);
         // The key's own live record comes first wherever it sits in the probe window: otherwise a slot that
         // frees up earlier in the window would get a second, fresh record and hide the live one. Without one,
-        // the key takes the first usable slot from its home slot (which is what lets `live_probe` stop at the
+        // the key takes the first usable slot from its home slot (which is what lets `search` stop at the
         // first absent slot); the CAS loop never goes past an absent slot, as it is usable.
-        let start = if probes > 1 {
-            self.live_probe(store, fp, home, now_us)?
-                .map_or(0, |(probe, _)| probe)
+        let (start, mut start_read) = if probes > 1 {
+            let search = self.search(store, fp, home, now_us)?;
+            (search.start, Some(search.start_read))
         } else {
-            0
+            (0, None)
         };
         for k in 0..probes {
             let probe = (start + k) % probes;
             let slot_key = self.slot_key((home + probe) % self.slots);
             // Whether this slot can hold `key`: decided inside the CAS loop, on the value actually read.
             let mut usable = true;
-            let result = cas_update(store, &slot_key, |current| {
+            let result = cas_update_from(store, &slot_key, start_read.take(), |current| {
                 let live_payload = match current.and_then(decode_record) {
                     Some((owner, expires, payload)) if owner == fp && expires > now_us => {
                         Some(payload)
@@ -227,8 +251,8 @@ impl BoundedKeys {
         Err(StoreError::Full)
     }
 
-    /// The first probe (0-based from the home slot) holding a live record of fingerprint `fp`, with its
-    /// payload.
+    /// Where `update` starts for fingerprint `fp`: the first probe (0-based from the home slot) holding a
+    /// live record of `fp`, else the home slot; with what was read there.
     ///
     /// A probe slot that does not exist ends the search: no record of `fp` can sit behind it. Records are only
     /// written by [`BoundedKeys::update`] (nothing else writes under a table's namespace), which writes in a
@@ -236,25 +260,38 @@ impl BoundedKeys {
     /// takes the first usable slot from the home slot, and an absent slot is usable. And no slot key is ever
     /// deleted ([`SharedData`] has no delete, neither host evicts), so those earlier slots still exist. This
     /// keeps the common case (a new key, or a key in its home slot) at one shared-data read, each a host call,
-    /// instead of one per probe.
-    fn live_probe(
+    /// instead of one per probe; and `update` starts its compare-and-swap from that read.
+    fn search(
         &self,
         store: &dyn SharedData,
         fp: u64,
         home: u64,
         now_us: u64,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Search, StoreError> {
+        let mut home_read = None;
         for probe in 0..self.probes.min(self.slots) {
-            let Some(v) = store.get(&self.slot_key((home + probe) % self.slots))? else {
-                return Ok(None);
+            let read = store.get(&self.slot_key((home + probe) % self.slots))?;
+            let Some(v) = &read else {
+                break;
             };
-            if let Some((owner, expires, payload)) = decode_record(&v.value) {
+            if let Some((owner, expires, _)) = decode_record(&v.value) {
                 if owner == fp && expires > now_us {
-                    return Ok(Some((probe, payload.to_vec())));
+                    return Ok(Search {
+                        start: probe,
+                        start_read: read,
+                        live: true,
+                    });
                 }
             }
+            if probe == 0 {
+                home_read = read;
+            }
         }
-        Ok(None)
+        Ok(Search {
+            start: 0,
+            start_read: home_read,
+            live: false,
+        })
     }
 
     /// The live payload of `key`, if any (no write).
@@ -265,8 +302,11 @@ impl BoundedKeys {
         now_us: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let fp = fingerprint(key);
-        let found = self.live_probe(store, fp, fp % self.slots, now_us)?;
-        Ok(found.map(|(_, payload)| payload))
+        let search = self.search(store, fp, fp % self.slots, now_us)?;
+        Ok(search
+            .start_read
+            .filter(|_| search.live)
+            .and_then(|v| decode_record(&v.value).map(|(_, _, payload)| payload.to_vec())))
     }
 }
 
@@ -406,6 +446,39 @@ mod tests {
     }
 
     #[test]
+    fn an_update_whose_probe_read_went_stale_retries_from_the_new_value() {
+        // The probe scan's read seeds the compare-and-swap; another worker writing the slot in between makes
+        // that first write fail, and the update is recomputed from the other worker's record.
+        use crate::testing::SharedMemoryStore;
+        for memory in [MemoryStore::default(), MemoryStore::envoy()] {
+            let shared = SharedMemoryStore(std::rc::Rc::new(std::cell::RefCell::new(memory)));
+            let keys = BoundedKeys::new("stale", 64);
+            let (mut worker_a, mut worker_b) = (shared.clone(), shared.clone());
+            let mut count = |store: &mut SharedMemoryStore, seen: &mut Vec<u8>, race: bool| {
+                keys.update(store, "k", 0, |cur| {
+                    let n = cur.and_then(|p| p.first().copied()).unwrap_or(0);
+                    seen.push(n);
+                    if race && seen.len() == 1 {
+                        let mut ignored = Vec::new();
+                        let a = keys.update(&mut worker_a, "k", 0, |cur| {
+                            let n = cur.and_then(|p| p.first().copied()).unwrap_or(0);
+                            ignored.push(n);
+                            (Some((vec![n + 1], 1_000)), n + 1)
+                        });
+                        assert!(a.is_ok());
+                    }
+                    (Some((vec![n + 1], 1_000)), n + 1)
+                })
+            };
+            let mut seen = Vec::new();
+            assert_eq!(count(&mut worker_b, &mut seen, false), Ok(1));
+            let mut seen = Vec::new();
+            assert_eq!(count(&mut worker_b, &mut seen, true), Ok(3));
+            assert_eq!(seen, vec![1, 2], "retried from the other worker's value");
+        }
+    }
+
+    #[test]
     fn envoy_semantics_let_cas_zero_overwrite_which_is_why_create_exists() {
         let mut store = MemoryStore::envoy();
         store.set("k", b"a", 0).unwrap();
@@ -530,15 +603,15 @@ mod tests {
             reads: Default::default(),
         };
         let home = keys.slot_key_of(fingerprint("new") % 64);
-        // a new key in an empty table: the probe scan reads the home slot once (not all 4 probe slots), then
-        // the compare-and-swap reads it again and creates the record
+        // a new key in an empty table: the probe scan reads the home slot once (not all 4 probe slots), and
+        // the compare-and-swap starts from that read to create the record
         let r = keys.update(&mut store, "new", 0, |_| (Some((vec![1], 1_000)), ()));
         assert_eq!(r, Ok(()));
-        assert_eq!(store.reads.take(), vec![home.clone(), home.clone()]);
-        // a key in its home slot: the same two reads
+        assert_eq!(store.reads.take(), vec![home.clone()]);
+        // a key in its home slot: the same single read
         let r = keys.update(&mut store, "new", 10, |_| (Some((vec![2], 1_000)), ()));
         assert_eq!(r, Ok(()));
-        assert_eq!(store.reads.take(), vec![home.clone(), home.clone()]);
+        assert_eq!(store.reads.take(), vec![home.clone()]);
         // lookups read one slot, whether the key is there or not
         assert_eq!(keys.get(&store, "new", 10), Ok(Some(vec![2])));
         assert_eq!(store.reads.take(), vec![home]);
