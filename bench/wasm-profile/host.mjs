@@ -176,6 +176,9 @@ const env = {
   proxy_done() { return OK; },
 
   proxy_get_buffer_bytes(type, start, max, retPtr, retSize) {
+    // u32 arguments arrive as signed i32: the SDK asks for "everything" with max = u32::MAX (-1 here)
+    start >>>= 0;
+    max >>>= 0;
     const buf = buffers[type];
     if (buf === undefined) { once(`proxy_get_buffer_bytes type ${type}`); return NOT_FOUND; }
     return giveBytes(buf.subarray(start, start + max), retPtr, retSize);
