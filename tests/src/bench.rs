@@ -665,12 +665,9 @@ end
     vs
 }
 
-/// The host calls the bundle makes for a `chain` request, in order (as `host_calls.rs` prints them).
-const CHAIN_HOST_CALLS: &str = "request property source.address; request headers; request now; \
-    request remove authorization; request shared-get probe-rl; request shared-set probe-rl; \
-    request remove x-internal; request set x-client-ip 127.0.0.1; request add x-via portcullis; \
-    request property xds.route_name; response set x-served-by portcullis; \
-    log property response.code; log now; log histogram";
+/// The host calls the bundle makes for a `chain` request, in order, as steps of the empty filter's probe
+/// (`filters/bundle/tests/host_calls.rs` checks that they match what the bundle does).
+const CHAIN_HOST_CALLS: &str = include_str!("../../bench/chain-host-calls.txt");
 
 /// The full chain guard → jwt-auth (RS256, one reused token) → rate-limit (never reached) → headers → metrics:
 /// five wasm filters (one VM each), the same five policies as one `portcullis` bundle, and Envoy's native

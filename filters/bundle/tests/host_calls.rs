@@ -129,3 +129,50 @@ fn the_benchmark_chain_stays_within_its_host_call_budget() {
         all.len()
     );
 }
+
+/// `scripts/bench`'s `chain/host-calls-only` prices this chain's host traffic by having the empty filter make
+/// the steps of `bench/chain-host-calls.txt`; that list must stay what the bundle really does.
+#[test]
+fn the_benchmark_floor_makes_the_same_host_calls_as_the_bundle() {
+    let steps = include_str!("../../../bench/chain-host-calls.txt");
+    let chain = bench_chain();
+    let token = token();
+    let store = SharedMemoryStore(Rc::new(RefCell::new(MemoryStore::envoy())));
+    run(&chain, bench_request(&token, &store));
+    let phases = run(&chain, bench_request(&token, &store));
+    for ((calls, updates), phase) in phases.iter().zip(["request", "response", "log"]) {
+        let mut expected = Vec::new();
+        let mut histograms = 0;
+        for step in steps.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let words: Vec<&str> = step.split_whitespace().collect();
+            if words[0] != phase {
+                continue;
+            }
+            let on_response = if phase == "request" { "" } else { "response " };
+            // RecordingHost's names for the calls (a removal is a `set` to nothing; shared keys differ)
+            expected.push(match words[1..] {
+                ["property", path] => format!("property {path}"),
+                ["headers"] => "header block".to_string(),
+                ["now"] => "now".to_string(),
+                ["remove", name] | ["set", name, _] => format!("set {on_response}header {name}"),
+                ["add", name, _] => format!("add {on_response}header {name}"),
+                ["shared-get", _] => "shared get".to_string(),
+                ["shared-set", _] => "shared set".to_string(),
+                ["histogram"] => {
+                    histograms += 1;
+                    continue;
+                }
+                _ => panic!("unknown step {step:?}"),
+            });
+        }
+        let made: Vec<String> = calls
+            .iter()
+            .map(|c| match c.strip_prefix("shared ") {
+                Some(rest) => format!("shared {}", rest.split(' ').next().unwrap_or_default()),
+                None => c.clone(),
+            })
+            .collect();
+        assert_eq!(made, expected, "{phase} phase");
+        assert_eq!(*updates, histograms, "{phase} phase metric updates");
+    }
+}
