@@ -87,6 +87,15 @@ fn run(chain: &BundlePolicy, host: FakeHost) -> [(Vec<String>, u64); 3] {
     [request, response, log]
 }
 
+/// The host calls of a request after the first (which fills the caches and creates the counters).
+fn steady_state_request() -> [(Vec<String>, u64); 3] {
+    let chain = bench_chain();
+    let token = token();
+    let store = SharedMemoryStore(Rc::new(RefCell::new(MemoryStore::envoy())));
+    run(&chain, bench_request(&token, &store));
+    run(&chain, bench_request(&token, &store))
+}
+
 /// Calls that return data cost the most (~0.6 µs in Envoy 1.40: the host calls back into the module to
 /// allocate the answer); calls that only pass data in cost ~0.1–0.3 µs (`scripts/bench --only probe`).
 fn returns_data(call: &str) -> bool {
@@ -97,11 +106,7 @@ fn returns_data(call: &str) -> bool {
 
 #[test]
 fn the_benchmark_chain_stays_within_its_host_call_budget() {
-    let chain = bench_chain();
-    let token = token();
-    let store = SharedMemoryStore(Rc::new(RefCell::new(MemoryStore::envoy())));
-    run(&chain, bench_request(&token, &store)); // first request: caches fill, counters are created
-    let phases = run(&chain, bench_request(&token, &store));
+    let phases = steady_state_request();
     let mut all = Vec::new();
     let mut metric_updates = 0;
     for ((calls, updates), phase) in phases.iter().zip(["request", "response", "log"]) {
@@ -135,11 +140,7 @@ fn the_benchmark_chain_stays_within_its_host_call_budget() {
 #[test]
 fn the_benchmark_floor_makes_the_same_host_calls_as_the_bundle() {
     let steps = include_str!("../../../bench/chain-host-calls.txt");
-    let chain = bench_chain();
-    let token = token();
-    let store = SharedMemoryStore(Rc::new(RefCell::new(MemoryStore::envoy())));
-    run(&chain, bench_request(&token, &store));
-    let phases = run(&chain, bench_request(&token, &store));
+    let phases = steady_state_request();
     for ((calls, updates), phase) in phases.iter().zip(["request", "response", "log"]) {
         let mut expected = Vec::new();
         let mut histograms = 0;
