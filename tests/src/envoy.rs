@@ -4,7 +4,6 @@
 
 use crate::client::{Request, Response};
 use crate::paths;
-use crate::upstream::Upstream;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -164,13 +163,22 @@ impl StartError {
             StartError::Spawn(e) => e,
         }
     }
+
+    /// Whether the gateway itself says it refused a filter's configuration: Envoy will not create the
+    /// plugin (and exits); Kong's engine fails the filter in every worker (`[emerg]`), and the workers exit.
+    pub fn refused_filter_config(&self) -> bool {
+        let log = self.log();
+        log.contains("Unable to create Wasm HTTP filter")
+            || log.contains("Unable to create Wasm plugin")
+            || log.contains("filter (on_configure failure)")
+    }
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Exited { code, log } => write!(f, "envoy exited ({code:?}):\n{log}"),
-            StartError::TimedOut { log } => write!(f, "envoy not ready in time:\n{log}"),
+            StartError::Exited { code, log } => write!(f, "the gateway exited ({code:?}):\n{log}"),
+            StartError::TimedOut { log } => write!(f, "the gateway was not ready in time:\n{log}"),
             StartError::Spawn(e) => write!(f, "{e}"),
         }
     }
@@ -375,118 +383,5 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A test gateway: an echo upstream plus an Envoy whose chain holds the given filters.
-pub struct Gateway {
-    pub upstream: Upstream,
-    pub envoy: Envoy,
-}
-
-/// Builder for a [`Gateway`].
-pub struct GatewayBuilder {
-    upstream: Option<Upstream>,
-    filters: Vec<Value>,
-    concurrency: usize,
-    extra_clusters: Vec<(String, SocketAddr)>,
-    routes: Option<Value>,
-    /// Top-level bootstrap fields set after the bootstrap is built (e.g. `stats_config`).
-    bootstrap_fields: Vec<(String, Value)>,
-}
-
-impl Gateway {
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new() -> GatewayBuilder {
-        GatewayBuilder {
-            upstream: None,
-            filters: Vec::new(),
-            concurrency: 1,
-            extra_clusters: Vec::new(),
-            routes: None,
-            bootstrap_fields: Vec::new(),
-        }
-    }
-
-    pub fn request(&self, method: &str, path: &str) -> Request {
-        Request::new(self.envoy.listener, method, path)
-    }
-
-    pub fn get(&self, path: &str) -> Request {
-        self.request("GET", path)
-    }
-}
-
-impl GatewayBuilder {
-    /// Adds a Portcullis filter (`dist/<name>.wasm`) with its JSON config.
-    pub fn filter(mut self, name: &str, config: Value) -> Self {
-        self.filters.push(FilterSpec::new(name, config).to_envoy());
-        self
-    }
-
-    /// Adds a filter spec (custom vm_id or wasm path).
-    pub fn filter_spec(mut self, spec: FilterSpec) -> Self {
-        self.filters.push(spec.to_envoy());
-        self
-    }
-
-    /// Adds a native Envoy HTTP filter as raw JSON.
-    pub fn native_filter(mut self, filter: Value) -> Self {
-        self.filters.push(filter);
-        self
-    }
-
-    pub fn upstream(mut self, upstream: Upstream) -> Self {
-        self.upstream = Some(upstream);
-        self
-    }
-
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n;
-        self
-    }
-
-    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
-        self.extra_clusters.push((name.to_string(), addr));
-        self
-    }
-
-    pub fn routes(mut self, routes: Value) -> Self {
-        self.routes = Some(routes);
-        self
-    }
-
-    /// Sets a top-level bootstrap field (replacing any generated one), e.g.
-    /// `.bootstrap_field("stats_config", json!({"stats_tags": [..]}))`.
-    pub fn bootstrap_field(mut self, name: &str, value: Value) -> Self {
-        self.bootstrap_fields.push((name.to_string(), value));
-        self
-    }
-
-    pub fn config(&self, upstream: SocketAddr) -> EnvoyConfig {
-        EnvoyConfig {
-            http_filters: self.filters.clone(),
-            upstream,
-            extra_clusters: self.extra_clusters.clone(),
-            routes: self.routes.clone(),
-            concurrency: self.concurrency,
-        }
-    }
-
-    pub fn start(self) -> Result<Gateway, StartError> {
-        let upstream = self.upstream.unwrap_or_else(Upstream::echo);
-        let config = EnvoyConfig {
-            http_filters: self.filters,
-            upstream: upstream.addr,
-            extra_clusters: self.extra_clusters,
-            routes: self.routes,
-            concurrency: self.concurrency,
-        };
-        let mut bootstrap = config.bootstrap();
-        for (name, value) in self.bootstrap_fields {
-            bootstrap[name] = value;
-        }
-        let envoy = Envoy::start_bootstrap(&bootstrap, config.concurrency)?;
-        Ok(Gateway { upstream, envoy })
     }
 }

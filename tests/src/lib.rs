@@ -1,4 +1,5 @@
-//! End-to-end harness for Portcullis filters running in a real Envoy.
+//! End-to-end harness for Portcullis filters running in a real gateway: Envoy, or Kong's WebAssembly engine
+//! (nginx + ngx_wasm_module), chosen per run by `PORTCULLIS_E2E_HOST` (see [`host`]).
 //!
 //! ```ignore
 //! use portcullis_e2e::{Gateway, json};
@@ -10,17 +11,22 @@
 //! resp.assert_status(200);
 //! gw.upstream.last().assert_header("x-a", "1");
 //! ```
-//! Envoy listens on ephemeral loopback ports and is killed when the [`Gateway`] drops (also on panic).
+//! The proxy listens on loopback ports and is stopped when the [`Gateway`] drops (also on panic).
 
 pub mod bench;
 pub mod client;
 pub mod envoy;
+pub mod gateway;
+pub mod host;
+pub mod kong_engine;
 pub mod meta;
 pub mod paths;
 pub mod scenario;
 pub mod upstream;
 
 pub use client::{Request, Response};
-pub use envoy::{Envoy, EnvoyConfig, FilterSpec, Gateway, StartError};
+pub use envoy::{Envoy, EnvoyConfig, FilterSpec, StartError};
+pub use gateway::{FilterLogLine, Gateway, GatewayBuilder, Proxy};
+pub use host::HostKind;
 pub use serde_json::json;
 pub use upstream::{Recorded, Reply, Upstream};

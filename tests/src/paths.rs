@@ -1,4 +1,4 @@
-//! Where the harness finds the built filters and the Envoy binary.
+//! Where the harness finds the built filters, the Envoy binary and Kong's engine.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,38 @@ pub fn envoy_binary() -> PathBuf {
         return linked;
     }
     repo_root().join(".venv/bin/envoy")
+}
+
+/// Kong's WebAssembly engine: `PORTCULLIS_KONG_NGINX`, else an `nginx` on `PATH` whose `nginx -V` lists
+/// ngx_wasm_module. The project never ships or builds it (see kong/README.md); `Err` says why none is usable.
+pub fn kong_engine_binary() -> Result<PathBuf, String> {
+    let (candidate, origin) = match std::env::var_os("PORTCULLIS_KONG_NGINX") {
+        Some(p) => (PathBuf::from(p), "PORTCULLIS_KONG_NGINX"),
+        None => {
+            let on_path = std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("nginx"))
+                    .find(|p| p.is_file())
+            });
+            match on_path {
+                Some(p) => (p, "PATH"),
+                None => return Err("no Kong wasm engine (set PORTCULLIS_KONG_NGINX)".into()),
+            }
+        }
+    };
+    let version = std::process::Command::new(&candidate)
+        .arg("-V")
+        .output()
+        .map_err(|e| format!("{} ({origin}) does not run: {e}", candidate.display()))?;
+    let text = String::from_utf8_lossy(&version.stderr);
+    if text.contains("ngx_wasm_module") || text.contains("ngx_wasmx_module") {
+        Ok(candidate)
+    } else {
+        Err(format!(
+            "no Kong wasm engine: {} ({origin}) is built without ngx_wasm_module (set PORTCULLIS_KONG_NGINX)",
+            candidate.display()
+        ))
+    }
 }
 
 /// A fresh scratch folder under `target/e2e/` for one Envoy's config and logs.

@@ -13,14 +13,14 @@ fn lines(gw: &Gateway, n: usize) -> Vec<(String, Value)> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let found: Vec<(String, Value)> = gw
-            .envoy
-            .logs()
-            .lines()
-            .filter_map(|l| {
-                let (_, json) = l.split_once("[access-log] {")?;
-                let value = serde_json::from_str(&format!("{{{json}"))
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
-                Some((l.to_string(), value))
+            .proxy
+            .filter_log("access-log")
+            .into_iter()
+            .filter(|l| l.message.starts_with('{'))
+            .map(|l| {
+                let value = serde_json::from_str(&l.message)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {}", l.message));
+                (l.message, value)
             })
             .collect();
         if found.len() >= n || Instant::now() > deadline {
@@ -187,7 +187,7 @@ fn lines_are_sent_to_the_collector_in_batches() {
             })
             .collect();
         if paths.len() >= 5
-            && gw.envoy.stat("wasmcustom.portcullis_access_log_sent_total") == Some(5)
+            && gw.proxy.stat("wasmcustom.portcullis_access_log_sent_total") == Some(5)
         {
             break;
         }
@@ -196,11 +196,11 @@ fn lines_are_sent_to_the_collector_in_batches() {
     paths.sort();
     assert_eq!(paths, ["/r0", "/r1", "/r2", "/r3", "/r4"]);
     assert_eq!(
-        gw.envoy.stat("wasmcustom.portcullis_access_log_sent_total"),
+        gw.proxy.stat("wasmcustom.portcullis_access_log_sent_total"),
         Some(5)
     );
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_access_log_dropped_total"),
         Some(0)
     );

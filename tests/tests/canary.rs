@@ -60,7 +60,7 @@ fn uid_prefix_abc_users_always_reach_the_canary_upstream() {
     assert_eq!(canary.count(), 50);
     canary.last().assert_header("x-canary", "true");
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_canary_rule_uid_prefix_abc_total"),
         Some(50)
     );
@@ -93,11 +93,11 @@ fn five_percent_of_2000_users_reach_canary_stickily_and_exactly_as_the_native_ha
     }
     assert_eq!(canary.count(), on_canary * 2);
     assert_eq!(
-        gw.envoy.stat("wasmcustom.portcullis_canary_canary_total"),
+        gw.proxy.stat("wasmcustom.portcullis_canary_canary_total"),
         i64::try_from(on_canary * 2).ok()
     );
     assert_eq!(
-        gw.envoy.stat("wasmcustom.portcullis_canary_split_total"),
+        gw.proxy.stat("wasmcustom.portcullis_canary_split_total"),
         Some(4000)
     );
 }
@@ -188,7 +188,7 @@ fn kong_target_setting_is_harmless_in_envoy_which_routes_on_the_tag() {
     assert_eq!(served_by(&gw, "abc1"), "canary");
     assert_eq!(served_by(&gw, "zzz1"), "stable");
     assert_eq!(canary.count(), 1);
-    assert!(!gw.envoy.logs().contains("panic"), "{}", gw.envoy.logs());
+    assert!(!gw.proxy.logs().contains("panic"), "{}", gw.proxy.logs());
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn ramp_follows_envoys_clock() {
     }
     assert_eq!(canary.count(), 20);
     assert_eq!(
-        gw.envoy.stat("wasmcustom.portcullis_canary_share_ppm"),
+        gw.proxy.stat("wasmcustom.portcullis_canary_share_ppm"),
         Some(1_000_000)
     );
     drop(gw);
@@ -213,7 +213,7 @@ fn ramp_follows_envoys_clock() {
     }
     assert_eq!(canary.count(), 0);
     assert_eq!(
-        gw.envoy.stat("wasmcustom.portcullis_canary_share_ppm"),
+        gw.proxy.stat("wasmcustom.portcullis_canary_share_ppm"),
         Some(0)
     );
 }

@@ -26,14 +26,14 @@ fn gateway(upstream: Upstream, config: serde_json::Value) -> Gateway {
 fn wait_for_stat(gw: &Gateway, name: &str, value: i64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let seen = gw.envoy.stat_now(name);
+        let seen = gw.proxy.stat_now(name);
         if seen == Some(value) {
             return;
         }
         assert!(
             Instant::now() < deadline,
             "{name} = {seen:?}, expected {value}; envoy log:\n{}",
-            gw.envoy.logs()
+            gw.proxy.logs()
         );
         thread::sleep(Duration::from_millis(20));
     }
@@ -77,11 +77,11 @@ fn three_failures_open_the_breaker_then_a_successful_probe_closes_it() {
         "rejected requests must not reach the upstream"
     );
     assert!(
-        gw.envoy
+        gw.proxy
             .logs()
             .contains("circuit route:default: closed -> open"),
         "{}",
-        gw.envoy.logs()
+        gw.proxy.logs()
     );
 
     gw.upstream.set_handler(|_| Reply::status(200));
@@ -99,7 +99,7 @@ fn three_failures_open_the_breaker_then_a_successful_probe_closes_it() {
             .assert_header("x-circuit-state", "closed");
     }
     assert_eq!(gw.upstream.count(), 7);
-    let logs = gw.envoy.logs();
+    let logs = gw.proxy.logs();
     assert_eq!(
         logs.matches("closed -> open").count(),
         1,
@@ -128,7 +128,7 @@ fn a_failed_probe_reopens_the_breaker() {
     assert_eq!(gw.upstream.count(), 4);
     wait_for_stat(&gw, TRIPS, 2);
     assert!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_circuit_breaker_rejected_total")
             >= Some(1)
     );
@@ -146,7 +146,7 @@ fn only_one_probe_is_admitted_across_workers_while_half_open() {
         Reply::status(200)
     });
     thread::sleep(Duration::from_millis(1_100));
-    let listener = gw.envoy.listener;
+    let listener = gw.proxy.listener();
     let probe = thread::spawn(move || portcullis_e2e::Request::new(listener, "GET", "/").send());
     thread::sleep(Duration::from_millis(300));
     // new connections land on either worker: each sees the one probe slot taken
@@ -191,7 +191,7 @@ fn a_failure_ratio_over_the_window_trips_the_breaker() {
             // let each outcome land before the next (the log callback runs after the response)
             thread::sleep(Duration::from_millis(50));
             assert_eq!(
-                gw.envoy.stat(TRIPS).unwrap_or(0),
+                gw.proxy.stat(TRIPS).unwrap_or(0),
                 0,
                 "tripped early, after request {i}"
             );

@@ -52,11 +52,11 @@ fn signed(
 
 /// Thread ids of the Envoy log lines that report a refused replay (`[date][thread][level]...`).
 fn replay_threads(gw: &Gateway) -> std::collections::BTreeSet<String> {
-    gw.envoy
-        .logs()
-        .lines()
-        .filter(|l| l.contains("[hmac-auth] denied: replay"))
-        .filter_map(|l| l.split('[').nth(2)?.split(']').next().map(str::to_owned))
+    gw.proxy
+        .filter_log("hmac-auth")
+        .into_iter()
+        .filter(|l| l.message.starts_with("denied: replay"))
+        .map(|l| l.worker)
         .collect()
 }
 
@@ -109,12 +109,12 @@ fn signed_request_passes_and_its_replay_is_refused_on_every_worker() {
     );
     assert_eq!(gw.upstream.count(), 1);
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_hmac_auth_denied_replay_total"),
         Some(replays)
     );
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_hmac_auth_allowed_total"),
         Some(1)
     );

@@ -100,7 +100,7 @@ fn a_valid_token_reaches_the_upstream_as_claim_headers_without_the_token() {
         .assert_status(200);
     gw.upstream.last().assert_no_header("x-tenant");
     assert!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_jwt_auth_allowed_total")
             >= Some(3)
     );
@@ -193,17 +193,17 @@ fn bad_tokens_get_rfc6750_challenges_and_never_reach_the_upstream() {
         "no rejected request reached the upstream"
     );
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_jwt_auth_denied_alg_none_total"),
         Some(1)
     );
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_jwt_auth_denied_expired_total"),
         Some(1)
     );
     assert!(
-        !gw.envoy.logs().contains("eyJ"),
+        !gw.proxy.logs().contains("eyJ"),
         "tokens must never be logged"
     );
 }
@@ -304,7 +304,7 @@ fn the_first_request_waits_for_the_remote_jwks_instead_of_failing() {
     let token = key.sign(claims("alice", "orders-api", 600)).unwrap();
     let started = Instant::now();
     let resp = bearer(&gw, &token);
-    assert_eq!(resp.status, 200, "{}\n{}", resp.text(), gw.envoy.logs());
+    assert_eq!(resp.status, 200, "{}\n{}", resp.text(), gw.proxy.logs());
     gw.upstream.last().assert_header("x-user", "alice");
     assert!(
         started.elapsed() < StdDuration::from_secs(3),
@@ -321,7 +321,7 @@ fn the_first_request_waits_for_the_remote_jwks_instead_of_failing() {
     assert_eq!(fetched[0].path, "/.well-known/jwks.json");
     assert_eq!(fetched[0].header("host"), Some("jwks.test"));
     assert!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_jwt_auth_jwks_fetch_success_total")
             .unwrap_or(0)
             >= 1
@@ -340,7 +340,7 @@ fn rotated_keys_are_fetched_on_an_unknown_kid() {
     let new = es256("k2");
     *jwks.doc.lock().unwrap() = json!({"keys": [public_jwk(&old, "k1"), public_jwk(&new, "k2")]});
     let resp = bearer(&gw, &new.sign(claims("bob", "orders-api", 600)).unwrap());
-    assert_eq!(resp.status, 200, "{}\n{}", resp.text(), gw.envoy.logs());
+    assert_eq!(resp.status, 200, "{}\n{}", resp.text(), gw.proxy.logs());
     gw.upstream.last().assert_header("x-user", "bob");
     assert_eq!(jwks.upstream.count(), fetches + 1, "exactly one re-fetch");
 
@@ -371,7 +371,7 @@ fn last_good_keys_keep_working_while_the_jwks_server_is_down() {
     // refreshes every second now fail
     let deadline = Instant::now() + StdDuration::from_secs(10);
     while gw
-        .envoy
+        .proxy
         .stat("wasmcustom.portcullis_jwt_auth_jwks_fetch_failure_total")
         .unwrap_or(0)
         < 2
@@ -382,7 +382,7 @@ fn last_good_keys_keep_working_while_the_jwks_server_is_down() {
     let fresh = key.sign(claims("carol", "orders-api", 600)).unwrap();
     bearer(&gw, &fresh).assert_status(200);
     gw.upstream.last().assert_header("x-user", "carol");
-    assert!(gw.envoy.logs().contains("keeping the last good keys"));
+    assert!(gw.proxy.logs().contains("keeping the last good keys"));
 }
 
 #[test]
@@ -444,7 +444,7 @@ fn a_client_leaving_while_its_request_waits_does_not_disturb_the_others() {
     let request = gw
         .get("/orders")
         .header("authorization", &format!("Bearer {token}"));
-    let mut gone = std::net::TcpStream::connect(gw.envoy.listener).unwrap();
+    let mut gone = std::net::TcpStream::connect(gw.proxy.listener()).unwrap();
     gone.write_all(&request.to_bytes()).unwrap();
     std::thread::sleep(StdDuration::from_millis(200));
     drop(gone);
@@ -452,5 +452,5 @@ fn a_client_leaving_while_its_request_waits_does_not_disturb_the_others() {
     bearer(&gw, &token).assert_status(200);
     std::thread::sleep(StdDuration::from_millis(300));
     assert_eq!(gw.upstream.count(), 1);
-    assert!(!gw.envoy.logs().contains("panic"), "{}", gw.envoy.logs());
+    assert!(!gw.proxy.logs().contains("panic"), "{}", gw.proxy.logs());
 }

@@ -2,7 +2,7 @@
 //! labels (through the `stats_config.stats_tags` documented in filters/metrics/README.md) and exact counts;
 //! a bad config keeps Envoy from starting with an error naming the field.
 
-use portcullis_e2e::envoy::GatewayBuilder;
+use portcullis_e2e::GatewayBuilder;
 use portcullis_e2e::{json, Gateway, Reply, Upstream};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -47,7 +47,9 @@ fn gateway(config: Value) -> GatewayBuilder {
 }
 
 fn prometheus(gw: &Gateway) -> String {
-    gw.envoy
+    gw.proxy
+        .envoy()
+        .expect("Envoy admin API")
         .admin_get("/stats/prometheus")
         .expect("admin answers")
         .text()
@@ -215,7 +217,7 @@ fn without_stats_tags_the_labels_stay_in_valid_metric_names() {
         .unwrap_or_else(|e| panic!("{e}"));
     gw.get("/").send().assert_status(200);
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_http_requests_total;method=GET"),
         Some(1)
     );

@@ -52,10 +52,10 @@ fn trace_ids_agree_between_upstream_access_log_and_exported_span() {
     let (trace, span) = (parts[1], parts[2]);
 
     let line: Value = eventually(|| {
-        gw.envoy.logs().lines().find_map(|l| {
-            let (_, json) = l.split_once("[access-log] ")?;
-            serde_json::from_str(json).ok()
-        })
+        gw.proxy
+            .filter_log("access-log")
+            .into_iter()
+            .find_map(|l| serde_json::from_str(&l.message).ok())
     })
     .expect("an access log line");
     assert_eq!(line["trace_id"], trace);
@@ -70,7 +70,13 @@ fn trace_ids_agree_between_upstream_access_log_and_exported_span() {
     assert_eq!(exported["traceId"], trace);
     assert_eq!(exported["spanId"], span);
 
-    let prometheus = gw.envoy.admin_get("/stats/prometheus").unwrap().text();
+    let prometheus = gw
+        .proxy
+        .envoy()
+        .expect("Envoy admin API")
+        .admin_get("/stats/prometheus")
+        .unwrap()
+        .text();
     assert!(
         prometheus.lines().any(|l| l
             == r#"portcullis_http_requests_total{route="api",method="GET",status_class="2xx"} 1"#),

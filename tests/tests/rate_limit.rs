@@ -132,7 +132,7 @@ fn fifty_parallel_requests_from_one_ip_across_two_workers_admit_exactly_the_burs
     );
 
     let stat = |what: &str| {
-        gw.envoy.stat(&format!(
+        gw.proxy.stat(&format!(
             "wasmcustom.portcullis_rate_limit_{SEED_PER_IP}_{what}_total"
         ))
     };
@@ -178,7 +178,7 @@ fn twenty_thousand_distinct_keys_never_hold_more_than_max_keys_records() {
         .unwrap_or_else(|e| panic!("{e}"));
     const KEYS: usize = 20_000;
     const THREADS: usize = 4;
-    let addr = gw.envoy.listener;
+    let addr = gw.proxy.listener();
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             std::thread::spawn(move || {
@@ -204,10 +204,10 @@ fn twenty_thousand_distinct_keys_never_hold_more_than_max_keys_records() {
         .sum();
     assert_eq!(sent, KEYS);
     let allowed = gw
-        .envoy
+        .proxy
         .stat("wasmcustom.portcullis_rate_limit_by_key_allowed_total");
     let errors = gw
-        .envoy
+        .proxy
         .stat("wasmcustom.portcullis_rate_limit_store_errors_total");
     // every slot was claimed (20 000 keys over 1000 slots leave none empty) and none twice
     assert_eq!(allowed, Some(1000), "records held = slots");
@@ -242,13 +242,13 @@ fn consumer_and_route_keys_with_sliding_windows_and_a_required_consumer() {
     anonymous.assert_status(429).assert_no_header("retry-after");
     assert_eq!(gw.upstream.count(), 5);
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_rate_limit_consumer_limited_total"),
         Some(2),
         "alice's third and the anonymous request"
     );
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_rate_limit_route_limited_total"),
         Some(2)
     );
@@ -276,7 +276,9 @@ fn invalid_config_keeps_envoy_from_starting_and_names_the_field() {
 /// Envoy's allocated bytes (admin `/memory`, tcmalloc's count).
 fn allocated(gw: &Gateway) -> i64 {
     let memory = gw
-        .envoy
+        .proxy
+        .envoy()
+        .expect("Envoy admin API")
         .admin_get("/memory")
         .unwrap_or_else(|e| panic!("admin /memory: {e}"))
         .json();
@@ -301,7 +303,7 @@ fn measured_envoy_bytes_per_record() {
         )
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
-    let addr = gw.envoy.listener;
+    let addr = gw.proxy.listener();
     let send = move |range: std::ops::Range<usize>, step: usize| {
         for i in range.step_by(step) {
             let _ = Request::new(addr, "GET", "/")
@@ -313,7 +315,7 @@ fn measured_envoy_bytes_per_record() {
     send(0..200, 1);
     let before = allocated(&gw);
     let held_before = gw
-        .envoy
+        .proxy
         .stat("wasmcustom.portcullis_rate_limit_by_key_allowed_total")
         .unwrap_or(0);
     let handles: Vec<_> = (0..4)
@@ -324,7 +326,7 @@ fn measured_envoy_bytes_per_record() {
     }
     let after = allocated(&gw);
     let held = gw
-        .envoy
+        .proxy
         .stat("wasmcustom.portcullis_rate_limit_by_key_allowed_total")
         .unwrap_or(0)
         - held_before;

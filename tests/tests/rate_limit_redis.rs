@@ -190,7 +190,7 @@ fn admitted(responses: &[(Response, Duration)]) -> usize {
 }
 
 fn stat(gw: &Gateway, name: &str) -> i64 {
-    gw.envoy
+    gw.proxy
         .stat(&format!("wasmcustom.{name}"))
         .unwrap_or_default()
 }
@@ -333,7 +333,7 @@ fn stopping_redis_switches_to_local_limits_without_waiting_longer_than_the_timeo
     assert!(fallbacks >= 8, "fallbacks counted: {fallbacks}");
     assert!(stat(&a, "portcullis_rate_limit_redis_errors_total") >= 1);
     let down_lines = a
-        .envoy
+        .proxy
         .logs()
         .matches("on_store_error `local` until it answers")
         .count();
@@ -358,7 +358,7 @@ fn stopping_redis_switches_to_local_limits_without_waiting_longer_than_the_timeo
         }
     }
     assert!(
-        a.envoy.logs().contains("answers again") || b.envoy.logs().contains("answers again"),
+        a.proxy.logs().contains("answers again") || b.proxy.logs().contains("answers again"),
         "recovery logged"
     );
     assert_eq!(ok, 5, "the shared Redis budget again");
@@ -400,7 +400,7 @@ fn measure_added_latency_with_wrk() {
             )
             .start()
             .unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("http://{}/", gw.envoy.listener);
+        let url = format!("http://{}/", gw.proxy.listener());
         let out = Command::new("wrk")
             .args(["-t1", "-c8", "-d5s", "--latency", &url])
             .output()

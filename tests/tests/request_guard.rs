@@ -33,12 +33,12 @@ fn blocked_user_agent_gets_403_and_never_reaches_the_upstream() {
         .assert_status(200);
     assert_eq!(gw.upstream.count(), 1);
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_request_guard_blocked_user_agent_scanner_total"),
         Some(1)
     );
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_request_guard_blocked_user_agent_denied_total"),
         Some(1)
     );
@@ -73,7 +73,7 @@ fn oversize_chunked_body_gets_413_without_reaching_the_upstream() {
         .assert_status(200);
     assert_eq!(gw.upstream.last().body.len(), 4096);
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_request_guard_blocked_body_too_large_total"),
         Some(2)
     );
@@ -168,12 +168,12 @@ fn dry_run_lets_everything_through_and_counts() {
     let gw = gateway(json!({"dry_run": true, "user_agent": {"deny_missing": true}}));
     gw.get("/").send().assert_status(200);
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_request_guard_dry_run_user_agent_missing_total"),
         Some(1)
     );
     assert!(gw
-        .envoy
+        .proxy
         .logs()
         .contains("dry run: would block user_agent_missing"));
 }

@@ -15,7 +15,7 @@ fn run_separate(s: &Scenario) -> Result<Response, String> {
     let gw = builder
         .start()
         .map_err(|e| format!("envoy did not start: {e}"))?;
-    Ok(s.request(gw.envoy.listener, "").send())
+    Ok(s.request(gw.proxy.listener(), "").send())
 }
 
 fn run_bundle(s: &Scenario) -> Result<Response, String> {
@@ -28,7 +28,7 @@ fn run_bundle(s: &Scenario) -> Result<Response, String> {
         .filter("portcullis", json!({ "chain": chain }))
         .start()
         .map_err(|e| format!("envoy did not start with the bundle: {e}"))?;
-    Ok(s.request(gw.envoy.listener, "").send())
+    Ok(s.request(gw.proxy.listener(), "").send())
 }
 
 /// What the client sees, minus what legitimately differs between two runs.

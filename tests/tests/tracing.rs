@@ -115,7 +115,7 @@ fn the_exported_span_is_the_one_the_upstream_saw_as_parent() {
         json!({"key": "service.name", "value": {"stringValue": "e2e-gateway"}})
     );
     assert_eq!(
-        gw.envoy
+        gw.proxy
             .stat("wasmcustom.portcullis_tracing_spans_sent_total"),
         Some(1)
     );

@@ -7,6 +7,11 @@
 //! `<phase> <call> [args…] [xN]`, phase `request`, `response` or `log`; calls `property a.b`, `header name`,
 //! `headers`, `set name value`, `add name value`, `remove name`, `now`, `counter`, `histogram`,
 //! `shared-get key`, `shared-set key` (compare-and-swap on the version the last `shared-get` saw).
+//!
+//! One more call serves the end-to-end tests on Kong's engine, whose filter metrics only Kong's Lua layer can
+//! read: `request metric-reply` answers `?name=<full metric name>` with that metric's value, read with
+//! `proxy_get_metric` on the id ngx_wasm_module gives the name (the CRC-32 of `pw.<filter>.<metric>`,
+//! `src/common/metrics/ngx_wa_metrics.c`), or 404 when no filter defined it.
 
 #[cfg(target_arch = "wasm32")]
 mod filter {
@@ -34,6 +39,7 @@ mod filter {
         Histogram,
         SharedGet(String),
         SharedSet(String),
+        MetricReply,
     }
 
     struct Step {
@@ -71,6 +77,7 @@ mod filter {
             "histogram" => Call::Histogram,
             "shared-get" => Call::SharedGet(arg(2)?),
             "shared-set" => Call::SharedSet(arg(2)?),
+            "metric-reply" => Call::MetricReply,
             _ => return None,
         };
         Some(Step { phase, call, times })
@@ -79,6 +86,45 @@ mod filter {
     #[link(wasm_import_module = "env")]
     extern "C" {
         fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_get_metric(metric_id: u32, value: *mut u64) -> u32;
+    }
+
+    /// CRC-32 (IEEE, reflected), as nginx's `ngx_crc32_long`.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// The value of the metric named by `?name=`, as the host holds it (all workers summed).
+    fn metric_reply() {
+        let path =
+            hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, ":path")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        let name = path
+            .split_once("name=")
+            .map(|(_, n)| n.split('&').next().unwrap_or(n))
+            .unwrap_or("");
+        let mut value = 0u64;
+        // SAFETY: a plain id and a pointer to a live u64 the host writes.
+        let status = unsafe { proxy_get_metric(crc32(name.as_bytes()), &mut value) };
+        let (code, body) = if status == 0 {
+            (200, value.to_string())
+        } else {
+            (404, format!("no metric {name} (status {status})"))
+        };
+        let _ = hostcalls::send_http_response(code, vec![], Some(body.as_bytes()));
     }
 
     struct Metrics {
@@ -96,6 +142,8 @@ mod filter {
         steps: Rc<Vec<Step>>,
         metrics: Option<Rc<Metrics>>,
         cas: Option<u32>,
+        /// Whether a step answered the request itself.
+        replied: bool,
     }
 
     impl Context for NoopRoot {}
@@ -132,6 +180,7 @@ mod filter {
                 steps: self.steps.clone(),
                 metrics: self.metrics.clone(),
                 cas: None,
+                replied: false,
             }))
         }
         fn get_type(&self) -> Option<ContextType> {
@@ -205,6 +254,10 @@ mod filter {
                 Call::SharedSet(key) => {
                     let _ = self.set_shared_data(key, Some(&[1u8; 16]), self.cas);
                 }
+                Call::MetricReply => {
+                    metric_reply();
+                    self.replied = true;
+                }
             }
         }
     }
@@ -213,6 +266,9 @@ mod filter {
     impl HttpContext for NoopHttp {
         fn on_http_request_headers(&mut self, _: usize, _: bool) -> proxy_wasm::types::Action {
             self.run(Phase::Request);
+            if self.replied {
+                return proxy_wasm::types::Action::Pause;
+            }
             proxy_wasm::types::Action::Continue
         }
         fn on_http_response_headers(&mut self, _: usize, _: bool) -> proxy_wasm::types::Action {

@@ -8,6 +8,7 @@ use crate::header_block::HeaderBlock;
 use crate::host::{CalloutResponse, Host, RootHost, MAX_CALLOUT_BODY};
 use crate::metrics;
 use crate::policy::Policy;
+use crate::props::{self, Flavor};
 use crate::store::{SharedData, StoreError, Versioned};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -39,34 +40,32 @@ impl log::Log for PrefixLogger {
             log::Level::Trace => LogLevel::Trace,
         };
         let name = FILTER_NAME.get().copied().unwrap_or("portcullis");
-        let _ = hostcalls::log(level, &format!("[{name}] {}", record.args()));
+        host_log(level, &format!("[{name}] {}", record.args()));
     }
 
     fn flush(&self) {}
 }
 
+/// One log line. The SDK's `hostcalls::log` panics (traps) on a status other than OK; a line the host refuses
+/// has nowhere else to go, so its status is not looked at.
+fn host_log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length of a live string; the host copies it during the call.
+    unsafe { ffi::proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
 fn init_logging(name: &'static str) {
+    // Set once per module: a second call (never made) would keep the first name.
     let _ = FILTER_NAME.set(name);
     if log::set_logger(&LOGGER).is_ok() {
         std::panic::set_hook(Box::new(|info| {
             let name = FILTER_NAME.get().copied().unwrap_or("portcullis");
-            let _ = hostcalls::log(LogLevel::Critical, &format!("[{name}] panic: {info}"));
+            host_log(LogLevel::Critical, &format!("[{name}] panic: {info}"));
         }));
     }
+    // Info, on every host: the level is not read from the host, because ngx_wasm_module (Kong's engine)
+    // declares `proxy_get_log_level` with two parameters where the ABI has one, and a module importing it
+    // fails to instantiate there (`incompatible import type`, src/common/proxy_wasm/ngx_proxy_wasm_host.c).
     log::set_max_level(log::LevelFilter::Info);
-}
-
-/// Follows the host's log level. Not callable from `_initialize` (Envoy restricts host calls there), so it
-/// runs at configure time. ngx_wasm_module has no proxy_get_log_level: info there.
-fn follow_host_log_level() {
-    let level = match hostcalls::get_log_level() {
-        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
-        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
-        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
-        Ok(LogLevel::Error) | Ok(LogLevel::Critical) => log::LevelFilter::Error,
-        _ => log::LevelFilter::Info,
-    };
-    log::set_max_level(level);
 }
 
 /// Registers `P` as this module's root context. Called from `export_policy!`.
@@ -88,6 +87,7 @@ pub fn install<P: Policy>() {
 mod ffi {
     #[link(wasm_import_module = "env")]
     extern "C" {
+        pub fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
         pub fn proxy_continue_stream(stream_type: u32) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
@@ -102,7 +102,51 @@ mod ffi {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
+        pub fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_add_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
     }
+}
+
+/// One header edit; whether the host answered OK. The SDK's wrappers panic (trap) on any other status.
+fn edit_header(map: MapType, name: &str, value: Option<&str>, append: bool) -> bool {
+    let map = map as u32;
+    // SAFETY: pointers and lengths of live borrowed slices; the host copies them during the call.
+    let status = unsafe {
+        match value {
+            Some(v) if append => {
+                ffi::proxy_add_header_map_value(map, name.as_ptr(), name.len(), v.as_ptr(), v.len())
+            }
+            Some(v) => ffi::proxy_replace_header_map_value(
+                map,
+                name.as_ptr(),
+                name.len(),
+                v.as_ptr(),
+                v.len(),
+            ),
+            None => ffi::proxy_remove_header_map_value(map, name.as_ptr(), name.len()),
+        }
+    };
+    if status != 0 {
+        log::warn!("the host answered status {status} to an edit of header {name:?}");
+    }
+    status == 0
 }
 
 /// A buffer the host allocated through this module's `proxy_on_memory_allocate` for a host call's answer.
@@ -177,9 +221,6 @@ thread_local! {
     /// Requests paused by a policy, waiting for its root context to resume them. Entries leave on resume
     /// or when the request ends (on_log / on_done), so nothing outlives its request.
     static PAUSED: RefCell<Vec<PausedRequest>> = const { RefCell::new(Vec::new()) };
-    /// Whether the host lets a root context resume a request (Envoy). ngx_wasm_module accepts
-    /// `proxy_set_effective_context` but ignores it, so there a pause is decided at once (as timed out).
-    static ROOT_RESUME: Cell<bool> = const { Cell::new(false) };
     /// Callouts dispatched from an HTTP context during the current callback: a request that pauses after
     /// making one waits for its answer (`on_request_callout_response`), not for its root context.
     static REQUEST_CALLOUTS: Cell<u32> = const { Cell::new(0) };
@@ -353,7 +394,6 @@ fn read_callout_response(body_size: usize) -> Option<CalloutResponse> {
 
 impl<P: Policy> RootContext for PolicyRoot<P> {
     fn on_configure(&mut self, size: usize) -> bool {
-        follow_host_log_level();
         let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(e) => {
@@ -366,8 +406,6 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
                 let policy = Rc::new(policy);
                 self.policy = Some(policy.clone());
                 let mut host = Self::root_host();
-                let envoy = host.store.property(&["plugin_root_id"]).is_some();
-                ROOT_RESUME.with(|r| r.set(envoy));
                 // The root timer also hands pending metric additions to the host (metrics::flush).
                 let mut root_period = metrics::FLUSH_PERIOD;
                 if let Some(period) = policy.tick_period() {
@@ -451,8 +489,10 @@ impl<P: Policy> Resumable for Resume<P> {
         };
         let inner = &mut *inner;
         inner.ex.new_callback();
-        self.policy
-            .on_resume(&mut inner.state, &mut inner.ex, timed_out)
+        let decision = self
+            .policy
+            .on_resume(&mut inner.state, &mut inner.ex, timed_out);
+        unless_an_edit_failed(decision, &mut inner.ex)
     }
 
     fn max_pause(&self) -> Duration {
@@ -472,12 +512,15 @@ impl<P: Policy> PolicyHttp<P> {
             // bounds the wait.
             return Action::Pause;
         }
-        if !ROOT_RESUME.with(Cell::get) {
+        // Only Envoy lets a root context resume a request: ngx_wasm_module accepts
+        // `proxy_set_effective_context` but ignores it, so there a pause is decided at once (as timed out).
+        if ProxyHost.flavor() != Flavor::Envoy {
             // No root-driven resume on this host: decide now, as if the wait had timed out.
             let decision = match self.inner.try_borrow_mut() {
                 Ok(mut inner) => {
                     let inner = &mut *inner;
-                    policy.on_resume(&mut inner.state, &mut inner.ex, true)
+                    let decision = policy.on_resume(&mut inner.state, &mut inner.ex, true);
+                    unless_an_edit_failed(decision, &mut inner.ex)
                 }
                 Err(_) => Decision::Continue,
             };
@@ -524,12 +567,13 @@ impl<P: Policy> Context for PolicyHttp<P> {
             Ok(mut inner) => {
                 let inner = &mut *inner;
                 inner.ex.new_callback();
-                policy.on_request_callout_response(
+                let decision = policy.on_request_callout_response(
                     &mut inner.state,
                     &mut inner.ex,
                     token_id,
                     response,
-                )
+                );
+                unless_an_edit_failed(decision, &mut inner.ex)
             }
             Err(_) => Decision::Continue,
         };
@@ -548,6 +592,24 @@ impl<P: Policy> Context for PolicyHttp<P> {
         unregister_paused(self.context_id);
         true
     }
+}
+
+/// A decision, unless a header edit the policy made did not take effect: then the client gets an error
+/// instead of the request (or response) going on unedited — a header that should have been removed (a
+/// credential, a forged identity) must never pass because the host dropped the edit.
+fn unless_an_edit_failed(decision: Decision, ex: &mut Exchange) -> Decision {
+    let Some(failure) = ex.take_edit_failure() else {
+        return decision;
+    };
+    if matches!(decision, Decision::Respond(_)) {
+        return decision;
+    }
+    let message = if failure.status < 500 {
+        failure.message.as_str()
+    } else {
+        "the gateway could not apply a header edit"
+    };
+    Decision::Respond(LocalResponse::json_error(failure.status, message))
 }
 
 /// Sends a local response; the host then stops the filter chain for this request.
@@ -594,7 +656,8 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
             inner.ex.new_callback();
             REQUEST_CALLOUTS.with(|c| c.set(0));
             inner.ex.set_request_has_body(!end_of_stream);
-            policy.on_request_headers(&mut inner.state, &mut inner.ex)
+            let decision = policy.on_request_headers(&mut inner.state, &mut inner.ex);
+            unless_an_edit_failed(decision, &mut inner.ex)
         };
         self.apply_request_decision(&policy, decision)
     }
@@ -614,7 +677,9 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
             };
             let inner = &mut *inner;
             inner.ex.new_callback();
-            policy.on_request_body(&mut inner.state, &mut inner.ex, body_size, end_of_stream)
+            let decision =
+                policy.on_request_body(&mut inner.state, &mut inner.ex, body_size, end_of_stream);
+            unless_an_edit_failed(decision, &mut inner.ex)
         };
         // Body buffering pauses are the host's own (more data resumes them), not root-resumed waits.
         apply(decision)
@@ -632,7 +697,8 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
             return Action::Continue;
         }
         inner.ex.new_callback();
-        apply(policy.on_response_headers(&mut inner.state, &mut inner.ex))
+        let decision = policy.on_response_headers(&mut inner.state, &mut inner.ex);
+        apply(unless_an_edit_failed(decision, &mut inner.ex))
     }
 
     fn on_log(&mut self) {
@@ -702,24 +768,32 @@ impl Host for ProxyHost {
         }
     }
 
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    /// Learned on the first request (ngx_wasm_module answers `ngx.*` properties only in a request).
+    fn flavor(&self) -> Flavor {
+        match props::flavor() {
+            Flavor::Unknown => props::detect_flavor(self),
+            known => known,
+        }
     }
 
-    fn add_request_header(&mut self, name: &str, value: &str) {
-        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> bool {
+        edit_header(MapType::HttpRequestHeaders, name, value, false)
+    }
+
+    fn add_request_header(&mut self, name: &str, value: &str) -> bool {
+        edit_header(MapType::HttpRequestHeaders, name, Some(value), true)
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
         map_value(MapType::HttpResponseHeaders, name)
     }
 
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> bool {
+        edit_header(MapType::HttpResponseHeaders, name, value, false)
     }
 
-    fn add_response_header(&mut self, name: &str, value: &str) {
-        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    fn add_response_header(&mut self, name: &str, value: &str) -> bool {
+        edit_header(MapType::HttpResponseHeaders, name, Some(value), true)
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {

@@ -4,7 +4,7 @@
 
 use crate::header_block::HeaderBlock;
 use crate::host::Host;
-use crate::props;
+use crate::props::{self, Flavor};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -27,6 +27,18 @@ pub struct Exchange {
     now: Lazy<Duration>,
     /// Whether a body follows the request headers, as the host reported it (`None`: not reported).
     request_has_body: Option<bool>,
+    /// Request header lines this exchange appended (lower-case names), for the line count Kong needs.
+    added_request_headers: Vec<String>,
+    /// The first header edit the host did not (or on this host could not) apply: the adapter answers with
+    /// it instead of letting the request or response go on unedited.
+    edit_failure: Option<EditFailure>,
+}
+
+/// A header edit that did not take effect, and the answer the client gets instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditFailure {
+    pub status: u16,
+    pub message: String,
 }
 
 impl Exchange {
@@ -42,7 +54,24 @@ impl Exchange {
             request_id: None,
             now: None,
             request_has_body: None,
+            added_request_headers: Vec::new(),
+            edit_failure: None,
         }
+    }
+
+    /// The first header edit that did not take effect since the last call, if any.
+    pub fn take_edit_failure(&mut self) -> Option<EditFailure> {
+        self.edit_failure.take()
+    }
+
+    fn edit_failed(&mut self, status: u16, message: String) {
+        log::error!("{message}");
+        self.edit_failure
+            .get_or_insert(EditFailure { status, message });
+    }
+
+    fn on_kong(&self) -> bool {
+        self.host.flavor() == Flavor::Kong
     }
 
     /// Direct host access, for what the exchange does not cache (bodies, shared data, properties).
@@ -169,8 +198,17 @@ impl Exchange {
         self.request_header(":method")
     }
 
-    /// The request target as sent: path and query (`/a/b?x=1`).
+    /// The request target as sent, path and query (`/a/b?x=1`): what the upstream receives. Envoy's
+    /// `:path` is that target; ngx_wasm_module's `:path` is nginx's normalised, percent-decoded URI, so there
+    /// it comes from `request.path` (nginx's `$request_uri`), until a policy sets `:path`.
     pub fn path_and_query(&mut self) -> Option<&str> {
+        if self.on_kong() && self.known_header(":path").is_none() {
+            let target = self
+                .host
+                .property(&["request", "path"])
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            self.push_known(":path", target);
+        }
         self.request_header(":path")
     }
 
@@ -189,18 +227,63 @@ impl Exchange {
         })
     }
 
+    /// The host the client asked for. Envoy: `:authority`. ngx_wasm_module's `:authority` is the server's
+    /// own name and port, so there the client's `Host` header.
     pub fn authority(&mut self) -> Option<&str> {
+        if self.on_kong() {
+            return self.request_header("host");
+        }
         self.request_header(":authority")
     }
 
     /// Replaces (or with `None` removes) a request header, upstream-visible and visible to later policies.
+    /// An edit that does not take effect is recorded ([`Exchange::take_edit_failure`]).
     pub fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         // Removing a header the request is known not to have needs no host call (the usual case for
         // "strip what clients must not send").
         if value.is_some() || !self.known_absent(name) {
-            self.host.set_request_header(name, value);
+            let applied = if self.on_kong() && !name.starts_with(':') {
+                self.replace_on_kong(name, value)
+            } else {
+                self.host.set_request_header(name, value)
+            };
+            if !applied {
+                self.edit_failed(
+                    500,
+                    format!("the host refused to edit request header {name:?}"),
+                );
+            }
         }
         self.remember(name, value.map(str::to_owned));
+    }
+
+    /// Kong's engine marks a removed request header as deleted, and so does its replace for every line but
+    /// the first, yet nginx's proxy module still forwards such lines upstream (ngx_wasm_module
+    /// `src/http/ngx_http_wasm_headers.c` sets `hash = 0`; nginx's `ngx_http_proxy_create_request` copies
+    /// every line). So there a header is only ever replaced in place: a removal leaves it present and empty,
+    /// and a header the request carries on several lines cannot be replaced at all — refused with 400,
+    /// never forwarded with the client's values.
+    fn replace_on_kong(&mut self, name: &str, value: Option<&str>) -> bool {
+        let lines = self.request_header_lines(name).len()
+            + self
+                .added_request_headers
+                .iter()
+                .filter(|n| n.eq_ignore_ascii_case(name))
+                .count();
+        if lines == 0 && value.is_none() {
+            return true; // nothing to blank (a replace would create the header)
+        }
+        if lines > 1 {
+            self.edit_failed(
+                400,
+                format!(
+                    "request header {name:?} is sent {lines} times; it must be sent at most once"
+                ),
+            );
+            return true;
+        }
+        self.host
+            .set_request_header(name, Some(value.unwrap_or("")))
     }
 
     /// Whether the request surely lacks `name`: remembered absent, or missing from the header block.
@@ -213,7 +296,15 @@ impl Exchange {
 
     /// Appends a request header value.
     pub fn add_request_header(&mut self, name: &str, value: &str) {
-        self.host.add_request_header(name, value);
+        if !self.host.add_request_header(name, value) {
+            self.edit_failed(
+                500,
+                format!("the host refused to add request header {name:?}"),
+            );
+        }
+        if self.on_kong() {
+            self.added_request_headers.push(name.to_ascii_lowercase());
+        }
         // Only the first value is remembered, and it changes only if the header was known to be absent;
         // a header never read stays unread (reading it now would cost a host call nobody asked for).
         if let Some(i) = self.known_header(name) {
@@ -243,11 +334,21 @@ impl Exchange {
     }
 
     pub fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        self.host.set_response_header(name, value);
+        if !self.host.set_response_header(name, value) {
+            self.edit_failed(
+                502,
+                format!("the host refused to edit response header {name:?}"),
+            );
+        }
     }
 
     pub fn add_response_header(&mut self, name: &str, value: &str) {
-        self.host.add_response_header(name, value);
+        if !self.host.add_response_header(name, value) {
+            self.edit_failed(
+                502,
+                format!("the host refused to add response header {name:?}"),
+            );
+        }
     }
 
     /// The directly connected peer's address.

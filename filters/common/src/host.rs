@@ -2,6 +2,7 @@
 //! calls; [`crate::testing::FakeHost`] implements it in memory for native and wasm unit tests.
 
 use crate::header_block::HeaderBlock;
+use crate::props::Flavor;
 use crate::store::SharedData;
 use std::time::Duration;
 
@@ -10,20 +11,26 @@ pub trait Host {
     /// Wall-clock time since the Unix epoch, as the host reports it.
     fn now(&self) -> Duration;
 
+    /// Which proxy this is, where it matters for reading the request (see [`crate::props`]).
+    fn flavor(&self) -> Flavor {
+        Flavor::Unknown
+    }
+
     fn request_header(&self, name: &str) -> Option<String>;
     /// Every request header in one host call, for lookups in place ([`Exchange`](crate::Exchange) reads
     /// headers this way); `None` when the host cannot, and headers are then read one by one.
     fn request_header_block(&self) -> Option<HeaderBlock> {
         None
     }
-    /// Replaces every value of `name`; `None` removes the header.
-    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Replaces every value of `name`; `None` removes the header. Header edits return whether the host
+    /// applied them (a refused edit must not let the request go on as if it had been made).
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> bool;
     /// Appends a value, keeping existing ones.
-    fn add_request_header(&mut self, name: &str, value: &str);
+    fn add_request_header(&mut self, name: &str, value: &str) -> bool;
 
     fn response_header(&self, name: &str) -> Option<String>;
-    fn set_response_header(&mut self, name: &str, value: Option<&str>);
-    fn add_response_header(&mut self, name: &str, value: &str);
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> bool;
+    fn add_response_header(&mut self, name: &str, value: &str) -> bool;
 
     /// Bytes `[start, start + len)` of the request body buffered so far.
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;

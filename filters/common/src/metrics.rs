@@ -153,10 +153,22 @@ mod imp {
         }
     }
     pub fn increment(id: u32, delta: i64) {
-        let _ = hostcalls::increment_metric(id, delta);
+        if let Err(e) = hostcalls::increment_metric(id, delta) {
+            refused(id, e);
+        }
     }
     pub fn record(id: u32, _kind: Kind, value: u64) {
-        let _ = hostcalls::record_metric(id, value);
+        if let Err(e) = hostcalls::record_metric(id, value) {
+            refused(id, e);
+        }
+    }
+    /// Logged once per VM: a host that refuses one update refuses them all, once a second.
+    fn refused(id: u32, e: proxy_wasm::types::Status) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static LOGGED: AtomicBool = AtomicBool::new(false);
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            log::warn!("the host refused an update of metric {id}: {e:?}");
+        }
     }
     pub fn value(_name: &str) -> Option<i64> {
         None

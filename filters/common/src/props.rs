@@ -9,8 +9,9 @@ use std::net::IpAddr;
 
 /// Which proxy we run in, learned from the first property that answers, so later lookups skip the other
 /// host's names (each miss is a wasted host call).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flavor {
+    #[default]
     Unknown = 0,
     Envoy = 1,
     Kong = 2,
@@ -27,6 +28,19 @@ pub fn flavor() -> Flavor {
 
 fn learn(f: Flavor) {
     FLAVOR.with(|c| c.set(f));
+}
+
+/// Finds out which proxy runs the filter, from a request context: only ngx_wasm_module (Kong's engine, in
+/// Kong or in bare nginx) answers `ngx.*` properties (nginx variables, so only while a request runs). The
+/// properties both hosts answer outside requests (`plugin_name`, `plugin_root_id`) cannot tell them apart.
+pub fn detect_flavor(host: &dyn Host) -> Flavor {
+    let flavor = if host.property(&["ngx", "pid"]).is_some() {
+        Flavor::Kong
+    } else {
+        Flavor::Envoy
+    };
+    learn(flavor);
+    flavor
 }
 
 /// Resets the learned flavor (tests run both encodings in one process).

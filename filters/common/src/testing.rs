@@ -5,6 +5,7 @@ use crate::exchange::Exchange;
 use crate::header_block::HeaderBlock;
 use crate::host::{Host, RootHost};
 use crate::policy::Policy;
+use crate::props::Flavor;
 use crate::store::{SharedData, StoreError, Versioned};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -129,6 +130,10 @@ pub struct FakeRequest {
     pub no_header_block: bool,
     /// Hand out at most this many pairs in the header block, like ngx_wasm_module (100).
     pub header_pair_limit: Option<usize>,
+    /// Refuse every header edit, like a host answering an error status.
+    pub refuse_header_edits: bool,
+    /// Which host this fake stands for (`Unknown`: Envoy's conventions).
+    pub flavor: Flavor,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,6 +200,26 @@ impl FakeHost {
         self
     }
 
+    /// A request as Kong's engine (ngx_wasm_module) presents it: `:path` normalised by nginx, the raw target in
+    /// the `request.path` property, `:authority` naming the server (not the client's `Host`), which comes as
+    /// the `host` header.
+    pub fn kong_request(method: &str, raw_target: &str, normalized_path: &str) -> Self {
+        let host = Self::new()
+            .with_header(":method", method)
+            .with_header(":path", normalized_path)
+            .with_header(":authority", "gateway:8000")
+            .with_header("host", "example.test")
+            .with_property(&["request", "path"], raw_target.as_bytes());
+        host.state.borrow_mut().flavor = Flavor::Kong;
+        host
+    }
+
+    /// A host that answers every header edit with an error status.
+    pub fn refusing_header_edits(self) -> Self {
+        self.state.borrow_mut().refuse_header_edits = true;
+        self
+    }
+
     /// Like ngx_wasm_module: the header block holds at most `limit` pairs (the rest are dropped).
     pub fn with_header_pair_limit(self, limit: usize) -> Self {
         self.state.borrow_mut().header_pair_limit = Some(limit);
@@ -253,6 +278,10 @@ impl Host for FakeHost {
         self.state.borrow().now
     }
 
+    fn flavor(&self) -> Flavor {
+        self.state.borrow().flavor
+    }
+
     fn request_header(&self, name: &str) -> Option<String> {
         let mut s = self.state.borrow_mut();
         s.header_reads += 1;
@@ -274,30 +303,46 @@ impl Host for FakeHost {
         ))
     }
 
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        set(&mut self.state.borrow_mut().request_headers, name, value);
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> bool {
+        let mut s = self.state.borrow_mut();
+        if s.refuse_header_edits {
+            return false;
+        }
+        set(&mut s.request_headers, name, value);
+        true
     }
 
-    fn add_request_header(&mut self, name: &str, value: &str) {
-        self.state
-            .borrow_mut()
-            .request_headers
+    fn add_request_header(&mut self, name: &str, value: &str) -> bool {
+        let mut s = self.state.borrow_mut();
+        if s.refuse_header_edits {
+            return false;
+        }
+        s.request_headers
             .push((name.to_ascii_lowercase(), value.to_string()));
+        true
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
         find(&self.state.borrow().response_headers, name).map(str::to_owned)
     }
 
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        set(&mut self.state.borrow_mut().response_headers, name, value);
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> bool {
+        let mut s = self.state.borrow_mut();
+        if s.refuse_header_edits {
+            return false;
+        }
+        set(&mut s.response_headers, name, value);
+        true
     }
 
-    fn add_response_header(&mut self, name: &str, value: &str) {
-        self.state
-            .borrow_mut()
-            .response_headers
+    fn add_response_header(&mut self, name: &str, value: &str) -> bool {
+        let mut s = self.state.borrow_mut();
+        if s.refuse_header_edits {
+            return false;
+        }
+        s.response_headers
             .push((name.to_ascii_lowercase(), value.to_string()));
+        true
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
@@ -388,6 +433,9 @@ impl Host for RecordingHost {
         self.note("now".into());
         self.inner.now()
     }
+    fn flavor(&self) -> Flavor {
+        self.inner.flavor()
+    }
     fn request_header(&self, name: &str) -> Option<String> {
         self.note(format!("header {name}"));
         self.inner.request_header(name)
@@ -396,11 +444,11 @@ impl Host for RecordingHost {
         self.note("header block".into());
         self.inner.request_header_block()
     }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> bool {
         self.note(format!("set header {name}"));
         self.inner.set_request_header(name, value)
     }
-    fn add_request_header(&mut self, name: &str, value: &str) {
+    fn add_request_header(&mut self, name: &str, value: &str) -> bool {
         self.note(format!("add header {name}"));
         self.inner.add_request_header(name, value)
     }
@@ -408,11 +456,11 @@ impl Host for RecordingHost {
         self.note(format!("response header {name}"));
         self.inner.response_header(name)
     }
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> bool {
         self.note(format!("set response header {name}"));
         self.inner.set_response_header(name, value)
     }
-    fn add_response_header(&mut self, name: &str, value: &str) {
+    fn add_response_header(&mut self, name: &str, value: &str) -> bool {
         self.note(format!("add response header {name}"));
         self.inner.add_response_header(name, value)
     }

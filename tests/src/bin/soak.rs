@@ -117,13 +117,15 @@ fn one(gw_addr: SocketAddr, n: u64) -> (&'static str, u16) {
 }
 
 fn allocated(gw: &Gateway) -> Option<u64> {
-    let m = gw.envoy.admin_get("/memory").ok()?.json();
+    let m = gw.proxy.envoy()?.admin_get("/memory").ok()?.json();
     m["allocated"].as_str()?.parse().ok()
 }
 
 fn wasm_failures(gw: &Gateway) -> Vec<String> {
     let stats = gw
-        .envoy
+        .proxy
+        .envoy()
+        .expect("Envoy admin API")
         .admin_get("/stats")
         .map(|r| r.text())
         .unwrap_or_default();
@@ -146,7 +148,7 @@ fn main() -> ExitCode {
     let total = Duration::from_secs_f64(minutes * 60.0);
     let warmup = (total / 5).min(Duration::from_secs(60));
     let gw = Arc::new(gateway());
-    let addr = gw.envoy.listener;
+    let addr = gw.proxy.listener();
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
     let tally: Arc<Mutex<BTreeMap<(&'static str, u16), u64>>> = Arc::default();
@@ -184,7 +186,7 @@ fn main() -> ExitCode {
         .map(|r| r.status == 200)
         .unwrap_or(false);
     let failures = wasm_failures(&gw);
-    let logs = gw.envoy.logs();
+    let logs = gw.proxy.logs();
     let panics = logs
         .lines()
         .filter(|l| l.contains("panic") || l.contains("Wasm VM failed"))
