@@ -31,3 +31,22 @@ setup_is_complete() {
   [ -x "$ENVOY_BIN" ] && command -v redis-server >/dev/null && command -v webdis >/dev/null &&
     rustup target list --installed --toolchain "$TOOLCHAIN" 2>/dev/null | grep -qx wasm32-wasip1
 }
+
+# Kong's WebAssembly engine (nginx + ngx_wasm_module), which the project never ships or builds: prints the binary
+# and its module line, or (exit 1) why there is none. Same rule as tests/src/paths.rs::kong_engine_binary.
+kong_engine() {
+  local bin="${PORTCULLIS_KONG_NGINX:-}" origin="PORTCULLIS_KONG_NGINX"
+  if [ -z "$bin" ]; then
+    bin="$(command -v nginx || true)"; origin="PATH"
+  fi
+  if [ -z "$bin" ]; then
+    echo "no Kong wasm engine (set PORTCULLIS_KONG_NGINX)"; return 1
+  fi
+  local version
+  version="$("$bin" -V 2>&1)" || { echo "no Kong wasm engine: $bin ($origin) does not run"; return 1; }
+  if ! grep -q "ngx_wasm" <<<"$version"; then
+    echo "no Kong wasm engine: $bin ($origin) is built without ngx_wasm_module (set PORTCULLIS_KONG_NGINX)"
+    return 1
+  fi
+  echo "$bin, $(head -1 <<<"$version" | sed 's/^nginx version: //')"
+}

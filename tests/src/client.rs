@@ -17,6 +17,8 @@ pub struct Request {
     pub body: Option<Vec<u8>>,
     /// Send the body with `transfer-encoding: chunked`, in chunks of this size.
     pub chunked: Option<usize>,
+    /// How long to wait for the connection and the response.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +37,14 @@ impl Request {
             headers: Vec::new(),
             body: None,
             chunked: None,
+            timeout: RESPONSE_TIMEOUT,
         }
+    }
+
+    /// Waits at most `timeout` (for tests that expect no answer).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -96,9 +105,9 @@ impl Request {
     }
 
     pub fn try_send(&self) -> std::io::Result<Response> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, RESPONSE_TIMEOUT)?;
-        stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-        stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
+        let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
         stream.write_all(&self.to_bytes())?;
         read_response(&mut BufReader::new(stream), &self.method)
     }

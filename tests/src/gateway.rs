@@ -138,6 +138,7 @@ pub struct GatewayBuilder {
     routes: Option<Value>,
     /// Envoy-only bootstrap fields (e.g. `stats_config`); other hosts have no equivalent and ignore them.
     bootstrap_fields: Vec<(String, Value)>,
+    keep_on_refusal: bool,
 }
 
 enum Link {
@@ -157,6 +158,7 @@ impl Gateway {
             clusters: Vec::new(),
             routes: None,
             bootstrap_fields: Vec::new(),
+            keep_on_refusal: false,
         }
     }
 
@@ -228,6 +230,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Where the host keeps running after a filter refused its configuration (Kong's engine: nginx stays up
+    /// with its workers gone), `start` returns the gateway instead of an error, to test what clients get.
+    /// Envoy exits on a refused filter, so there `start` still fails.
+    pub fn keep_running_if_refused(mut self) -> Self {
+        self.keep_on_refusal = true;
+        self
+    }
+
     fn envoy_filters(&self) -> Vec<Value> {
         self.chain
             .iter()
@@ -278,6 +288,7 @@ impl GatewayBuilder {
                     clusters: self.clusters,
                     routes: self.routes,
                     workers: self.concurrency,
+                    keep_on_refusal: self.keep_on_refusal,
                 })?)
             }
         };

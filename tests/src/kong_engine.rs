@@ -37,6 +37,8 @@ pub struct EngineConfig {
     /// `route.cluster`); default: everything to `upstream`.
     pub routes: Option<Value>,
     pub workers: usize,
+    /// Keep nginx running when its filters refuse their configuration (to show what clients then get).
+    pub keep_on_refusal: bool,
 }
 
 /// A running nginx with ngx_wasm_module.
@@ -130,6 +132,11 @@ impl KongEngine {
                 });
             }
             let log = self.logs();
+            if config.keep_on_refusal && log.contains(REFUSAL_MARKER) {
+                // what the operator sees is in the log; the test asks what clients get
+                self.expected_errors = true;
+                return Ok(());
+            }
             if FATAL_MARKERS.iter().any(|m| log.contains(m)) {
                 self.abandon();
                 return Err(StartError::Exited {
@@ -272,6 +279,9 @@ impl Drop for KongEngine {
         }
     }
 }
+
+/// What each worker logs when a filter's `on_configure` refuses its configuration.
+const REFUSAL_MARKER: &str = "filter (on_configure failure)";
 
 /// A path nginx answers itself, outside every filter chain, to tell that a worker serves requests.
 pub const READY_PATH: &str = "/__portcullis/ready";

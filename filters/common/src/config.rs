@@ -57,13 +57,56 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError>
     let text = if text.is_empty() { "{}" } else { text };
     // Parse to a Value first: errors raised while mapping a Value carry no "at line N column M" noise,
     // so the message is exactly the field's own complaint.
-    let value: serde_json::Value = serde_json::from_str(text)
+    let mut value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ConfigError::at("", format!("configuration is not valid JSON: {e}")))?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::at(path, e.into_inner().to_string())
-    })
+    // Kong stores a filter's config and hands it over re-encoded by Lua's cjson, which writes an empty list
+    // as `{}`. A list the operator left empty must mean the same on Kong as on Envoy — refusing it there
+    // would leave the route running without its chain (Kong keeps proxying when a filter refuses its
+    // config) — so an empty object where a list is expected is read as an empty list.
+    for _ in 0..MAX_EMPTY_LIST_REPAIRS {
+        match serde_path_to_error::deserialize(value.clone()) {
+            Ok(config) => return Ok(config),
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let message = e.into_inner().to_string();
+                let repaired = message.starts_with("invalid type: map, expected")
+                    && value_at(&mut value, &path).is_some_and(|v| {
+                        let empty_object = v.as_object().is_some_and(|o| o.is_empty());
+                        if empty_object {
+                            *v = serde_json::Value::Array(Vec::new());
+                        }
+                        empty_object
+                    });
+                if !repaired {
+                    return Err(ConfigError::at(path, message));
+                }
+            }
+        }
+    }
+    Err(ConfigError::at("", "too many empty lists written as {}"))
+}
+
+/// Empty lists written as `{}` that one configuration may contain (each costs one more parse).
+const MAX_EMPTY_LIST_REPAIRS: usize = 64;
+
+/// The value at a serde_path_to_error path (`a.b[2].c`); `None` if the path does not lead anywhere.
+fn value_at<'v>(root: &'v mut serde_json::Value, path: &str) -> Option<&'v mut serde_json::Value> {
+    let mut at = root;
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !key.is_empty() {
+            at = at.get_mut(key)?;
+        }
+        for index in indexes.split('[').filter(|s| !s.is_empty()) {
+            let index: usize = index.strip_suffix(']')?.parse().ok()?;
+            at = at.get_mut(index)?;
+        }
+    }
+    Some(at)
 }
 
 /// Builds the path of a list item: `item_path("rules", 2)` → `rules[2]`.
@@ -88,6 +131,40 @@ mod tests {
     struct Rule {
         #[allow(dead_code)]
         window: crate::units::DurationSpec,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lists {
+        #[serde(default)]
+        names: Vec<String>,
+        #[serde(default)]
+        inner: Vec<Inner>,
+        #[serde(default)]
+        table: std::collections::BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    /// Kong re-encodes a stored config with cjson, which writes `[]` as `{}`: the filter must read the same
+    /// config, not refuse it (a refused config leaves the Kong route running without its chain).
+    #[test]
+    fn empty_lists_written_as_empty_objects_are_empty_lists() {
+        let c: Lists = parse_config(
+            br#"{"names": {}, "inner": [{"tags": {}}, {"tags": ["a"]}], "table": {}}"#,
+        )
+        .unwrap();
+        assert!(c.names.is_empty() && c.table.is_empty());
+        assert!(c.inner[0].tags.is_empty());
+        assert_eq!(c.inner[1].tags, ["a"]);
+        // a non-empty object where a list belongs is still an error, at its path
+        let e = parse_config::<Lists>(br#"{"inner": [{"tags": {"x": 1}}]}"#).unwrap_err();
+        assert_eq!(e.path, "inner[0].tags");
     }
 
     #[test]

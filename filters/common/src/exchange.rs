@@ -518,19 +518,19 @@ mod tests {
             fn request_header_block(&self) -> Option<HeaderBlock> {
                 HeaderBlock::parse(self.0.clone())
             }
-            fn set_request_header(&mut self, n: &str, v: Option<&str>) {
+            fn set_request_header(&mut self, n: &str, v: Option<&str>) -> bool {
                 self.1.set_request_header(n, v)
             }
-            fn add_request_header(&mut self, n: &str, v: &str) {
+            fn add_request_header(&mut self, n: &str, v: &str) -> bool {
                 self.1.add_request_header(n, v)
             }
             fn response_header(&self, n: &str) -> Option<String> {
                 self.1.response_header(n)
             }
-            fn set_response_header(&mut self, n: &str, v: Option<&str>) {
+            fn set_response_header(&mut self, n: &str, v: Option<&str>) -> bool {
                 self.1.set_response_header(n, v)
             }
-            fn add_response_header(&mut self, n: &str, v: &str) {
+            fn add_response_header(&mut self, n: &str, v: &str) -> bool {
                 self.1.add_response_header(n, v)
             }
             fn request_body(&self, s: usize, l: usize) -> Option<Vec<u8>> {
@@ -582,6 +582,57 @@ mod tests {
         assert_eq!(ex.query_param("x"), Some(""));
         assert_eq!(ex.query_param("y"), None);
         assert_eq!(ex.authority(), Some("example.test"));
+    }
+
+    /// Kong's engine: `:path` is nginx's normalised URI and `:authority` the server's own name; the raw
+    /// target (what the upstream gets) and the client's Host are what policies must see.
+    #[test]
+    fn on_kongs_engine_the_raw_target_and_the_host_header_are_read() {
+        let host = FakeHost::kong_request("GET", "/a/%2e%2e/admin?x=1", "/admin");
+        let mut ex = Exchange::new(Box::new(host));
+        assert_eq!(ex.path_and_query(), Some("/a/%2e%2e/admin?x=1"));
+        assert_eq!(ex.path(), Some("/a/%2e%2e/admin"));
+        assert_eq!(ex.query_param("x"), Some("1"));
+        assert_eq!(ex.authority(), Some("example.test"));
+        ex.set_request_header(":path", Some("/b"));
+        assert_eq!(ex.path_and_query(), Some("/b"));
+    }
+
+    /// nginx forwards request headers ngx_wasm_module marks removed: on Kong's engine a removal empties the
+    /// value in place, and a header sent twice cannot be rewritten there, so the request is refused.
+    #[test]
+    fn on_kongs_engine_removal_empties_the_header_and_repeated_headers_are_refused() {
+        let host = FakeHost::kong_request("GET", "/", "/")
+            .with_header("authorization", "Bearer secret")
+            .with_header("x-user", "forged-1")
+            .with_header("x-user", "forged-2");
+        let mut ex = Exchange::new(Box::new(host.clone()));
+        ex.set_request_header("authorization", None);
+        assert_eq!(host.header_values("authorization"), vec![""]);
+        assert_eq!(ex.request_header("authorization"), None);
+        assert_eq!(ex.take_edit_failure(), None);
+        ex.set_request_header("x-absent", None);
+        assert_eq!(host.header("x-absent"), None, "no empty header created");
+
+        ex.set_request_header("x-user", Some("alice"));
+        let failure = ex
+            .take_edit_failure()
+            .expect("a repeated header is refused");
+        assert_eq!(failure.status, 400);
+        assert!(failure.message.contains("x-user"), "{}", failure.message);
+    }
+
+    #[test]
+    fn an_edit_the_host_refuses_is_reported_once() {
+        let host = FakeHost::request("GET", "/")
+            .with_header("x-a", "1")
+            .refusing_header_edits();
+        let mut ex = Exchange::new(Box::new(host));
+        ex.set_request_header("x-a", None);
+        ex.set_response_header("x-b", Some("2"));
+        let failure = ex.take_edit_failure().expect("reported");
+        assert_eq!(failure.status, 500);
+        assert_eq!(ex.take_edit_failure(), None);
     }
 
     #[test]
