@@ -1,6 +1,6 @@
 //! `portcullis` — validate, render and push a Portcullis policy file.
 //!
-//! Exit codes: 0 success; 1 the policy file is invalid; 2 usage error or I/O failure (unreadable file,
+//! Exit codes: 0 success; 1 the policy file is invalid (or cannot be rendered for Kong's engine); 2 usage error or I/O failure (unreadable file,
 //! unwritable output, Admin API unreachable); 3 `push` applied some changes but others failed.
 
 use portcullis_cli::policy::LoadError;
@@ -15,14 +15,15 @@ portcullis — one policy file → validated Envoy and Kong configuration
 
 USAGE:
     portcullis validate FILE [--output human|json]
-    portcullis render FILE --target envoy|kong [-o OUT]
+    portcullis render FILE --target envoy|kong|kong-engine [-o OUT]
     portcullis push FILE --kong-admin URL [--dry-run] [--output human|json] [--retries N]
     portcullis serve --xds ADDR FILE [--poll-ms N] [--output human|json]
     portcullis render FILE --target envoy --xds ADDR [-o OUT]
     portcullis help
 
 render: envoy writes the bootstrap YAML to OUT (default: stdout); kong writes kong.yml to stdout, or
-        OUT/kong.yml and OUT/kong.conf when -o names a folder.
+        OUT/kong.yml and OUT/kong.conf when -o names a folder; kong-engine writes an nginx.conf for Kong's
+        WebAssembly engine without Kong (nginx + ngx_wasm_module) to OUT (default: stdout).
 serve: an xDS server on ADDR (ADS over gRPC: listener, routes, clusters, and each filter's config over ECDS)
        that follows edits of FILE and pushes changes to connected Envoys; invalid edits are reported and the
        last good version keeps serving. `render --target envoy --xds ADDR` writes the bootstrap for it.
@@ -31,7 +32,8 @@ ${NAME} in string values is replaced by the environment variable NAME (upper cas
 
 EXIT CODES:
     0  ok
-    1  the policy file is invalid (every problem is printed as file:line:column: path: message)
+    1  the policy file is invalid (every problem is printed as file:line:column: path: message), or
+       render --target kong-engine cannot express it in nginx (the reason is printed)
     2  usage error or I/O failure (unreadable file, unwritable output, Admin API unreachable)
     3  push: some changes failed (see the per-entity report)
 ";
@@ -207,10 +209,17 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Some("kong-engine") => match render::kong_engine(&loaded) {
+                Ok(conf) => emit(args.out.as_deref(), &conf),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    ExitCode::from(1)
+                }
+            },
             Some(other) => usage(&format!(
-                "--target: unknown target {other:?} (envoy or kong)"
+                "--target: unknown target {other:?} (envoy, kong or kong-engine)"
             )),
-            None => usage("render needs --target envoy|kong"),
+            None => usage("render needs --target envoy|kong|kong-engine"),
         },
         "serve" => {
             let Some(addr) = args.xds.as_deref() else {

@@ -344,7 +344,7 @@ pub fn push(p: &PolicyFile, o: &Options) -> Result<Report, String> {
             out.push(ch);
             continue;
         };
-        let filters = kong_filters(route);
+        let filters = kong_filters(p, route);
         let mut ch = match current {
             None => change("filter_chain", &route.name, Action::Create, Vec::new()),
             Some(cur) => {

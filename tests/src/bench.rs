@@ -465,16 +465,18 @@ end
     }
 }
 
+/// (group, rate, per seconds, burst): "open" never runs out; "limited" allows one request per hour.
+const RATE_LIMIT_CASES: [(&str, u64, u64, u64); 2] = [
+    ("rate-limit-open", 1_000_000_000, 1, 1_000_000_000),
+    ("rate-limit-limited", 1, 3600, 1),
+];
+
 /// rate-limit vs `local_ratelimit` vs a Lua token bucket, with a limit never reached (the cost of counting)
 /// and a limit always hit (every request answered 429).
 fn rate_limit_groups() -> Vec<Variant> {
     let wasm = paths::wasm("rate-limit");
     let mut out = Vec::new();
-    // (group, rate, per seconds, burst): "open" never runs out; "limited" allows one request per hour.
-    for (group, rate, per_s, burst) in [
-        ("rate-limit-open", 1_000_000_000u64, 1u64, 1_000_000_000u64),
-        ("rate-limit-limited", 1, 3600, 1),
-    ] {
+    for (group, rate, per_s, burst) in RATE_LIMIT_CASES {
         let portcullis = wasm_filter(
             "rate-limit",
             wasm.clone(),
@@ -753,6 +755,128 @@ fn chain_group(t: &Tokens) -> Vec<Variant> {
     vs
 }
 
+pub use engine::{engine_variants, engine_variants_from, EngineVariant};
+
+/// The same benchmark on Kong's engine (nginx + ngx_wasm_module; `scripts/bench --host kong-engine`): every
+/// variant above made only of wasm filters — no filter, the empty filter, each Portcullis filter, the chain as
+/// separate filters and as the bundle — running the very filters and configuration texts Envoy gets, plus
+/// nginx's own equivalents as native anchors (`proxy_set_header`, `limit_req`). The engine's `nginx.conf` is
+/// rendered by [`crate::kong_engine`], like the e2e tests'.
+mod engine {
+    use super::*;
+    use crate::kong_engine::NativeDirectives;
+
+    pub struct EngineVariant {
+        /// Name, group, kind, request headers, wrk script and expected status as on Envoy.
+        pub variant: Variant,
+        pub chain: Vec<FilterSpec>,
+        pub native: NativeDirectives,
+    }
+
+    /// The filter an `envoy.filters.http.wasm` entry runs, with its configuration text unchanged; `None` for
+    /// any other (native or Lua) filter.
+    fn wasm_spec(filter: &Value) -> Option<FilterSpec> {
+        if filter["name"] != "envoy.filters.http.wasm" {
+            return None;
+        }
+        let config = &filter["typed_config"]["config"];
+        Some(FilterSpec {
+            name: config["name"].as_str()?.to_string(),
+            wasm: PathBuf::from(config["vm_config"]["code"]["local"]["filename"].as_str()?),
+            config: Value::String(config["configuration"]["value"].as_str()?.to_string()),
+            vm_id: config["vm_config"]["vm_id"].as_str()?.to_string(),
+        })
+    }
+
+    /// nginx's own directives for a group's policy, where nginx has one.
+    fn native_anchor(group: &str) -> Option<NativeDirectives> {
+        if group == "headers" {
+            // headers_config's edits: remove one header, set one from the client address, add one, stamp the
+            // response (a location-level proxy_set_header also repeats the Host line: the renderer does that)
+            return Some(NativeDirectives {
+                http: Vec::new(),
+                location: vec![
+                    "proxy_set_header X-Internal \"\";".into(),
+                    "proxy_set_header X-Client-IP $remote_addr;".into(),
+                    "proxy_set_header X-Via portcullis;".into(),
+                    "add_header X-Served-By portcullis always;".into(),
+                ],
+            });
+        }
+        let (_, rate, per_s, burst) = RATE_LIMIT_CASES.iter().find(|c| c.0 == group)?;
+        // nginx counts requests per second or per minute (1r/m at the slowest); its burst is the requests
+        // allowed beyond the first
+        let rate = if *per_s == 1 {
+            format!("{rate}r/s")
+        } else {
+            format!("{}r/m", (rate * 60 / per_s).max(1))
+        };
+        Some(NativeDirectives {
+            http: vec![format!(
+                "limit_req_zone $binary_remote_addr zone=bench:1m rate={rate};"
+            )],
+            location: vec![
+                match burst.saturating_sub(1) {
+                    0 => "limit_req zone=bench nodelay;".to_string(),
+                    extra => format!("limit_req zone=bench burst={extra} nodelay;"),
+                },
+                "limit_req_status 429;".into(),
+                // nginx logs every refusal, which Envoy's local_ratelimit does not: keep it out of the log
+                "limit_req_log_level info;".into(),
+                "error_log stderr notice;".into(),
+            ],
+        })
+    }
+
+    /// [`engine_variants_from`] of every Envoy variant.
+    pub fn engine_variants() -> Vec<EngineVariant> {
+        engine_variants_from(variants())
+    }
+
+    /// The variants made only of wasm filters, each followed by nginx's native anchor for its group if any.
+    pub fn engine_variants_from(all: Vec<Variant>) -> Vec<EngineVariant> {
+        let mut out = Vec::new();
+        for v in all {
+            if v.kind == Kind::Noop && v.group != "base" {
+                // a host-call probe of Envoy's V8 (`chain/host-calls-only`): its shared-data key lies outside
+                // the engine's `portcullis` zone, where the engine traps
+                continue;
+            }
+            let Some(chain) = v
+                .http_filters
+                .iter()
+                .map(wasm_spec)
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
+            let anchor = if v.kind == Kind::Portcullis {
+                native_anchor(&v.group).map(|native| {
+                    let mut n = v.clone();
+                    n.kind = Kind::Native;
+                    n.name = format!("{}/native", v.group);
+                    n.http_filters = Vec::new();
+                    n.wasm = None;
+                    EngineVariant {
+                        variant: n,
+                        chain: Vec::new(),
+                        native,
+                    }
+                })
+            } else {
+                None
+            };
+            out.push(EngineVariant {
+                variant: v,
+                chain,
+                native: NativeDirectives::default(),
+            });
+            out.extend(anchor);
+        }
+        out
+    }
+}
+
 /// Every `.wasm` file a variant loads (for skipping unbuilt filters and for the size column).
 pub fn wasm_files(variant: &Variant) -> Vec<PathBuf> {
     variant
@@ -791,6 +915,42 @@ mod tests {
         assert!(script.contains("wrk.headers"));
         assert_eq!(tokens.hs256.len(), 3);
         assert_ne!(tokens.hs256[0], tokens.hs256[1]);
+    }
+
+    /// Kong's engine runs the Envoy variants' own filters and configuration texts, and has nginx's anchors.
+    #[test]
+    fn engine_variants_run_the_envoy_variants_filters_unchanged() {
+        let all = variants_with(1);
+        let engine = engine_variants_from(all.clone());
+        for e in &engine {
+            if e.variant.kind == Kind::Native {
+                assert!(e.chain.is_empty() && !e.native.location.is_empty());
+                continue;
+            }
+            let v = all.iter().find(|v| v.name == e.variant.name).unwrap();
+            let envoy: Vec<Value> = e.chain.iter().map(FilterSpec::to_envoy).collect();
+            assert_eq!(envoy, v.http_filters, "{}", v.name);
+        }
+        let names: Vec<&str> = engine.iter().map(|e| e.variant.name.as_str()).collect();
+        for name in [
+            "baseline",
+            "noop",
+            "headers/portcullis",
+            "headers/native",
+            "rate-limit-open/native",
+            "chain/portcullis",
+            "chain/bundle",
+        ] {
+            assert!(
+                names.contains(&name),
+                "no {name} on Kong's engine: {names:?}"
+            );
+        }
+        assert!(all
+            .iter()
+            .filter(|v| v.kind == Kind::Portcullis)
+            .all(|v| names.contains(&v.name.as_str())));
+        assert!(!names.contains(&"chain/native"));
     }
 
     #[test]

@@ -48,9 +48,7 @@ impl Proxy {
                     // 2026/12/04 21:00:00 [info] 1234#1234: *5 [proxy-wasm]["f" #1] [filter] msg, client: …
                     Proxy::KongEngine(_) => (
                         head.split_whitespace().nth(3)?.trim_end_matches(':'),
-                        message
-                            .rfind(", client: ")
-                            .map_or(message, |at| &message[..at]),
+                        nginx_message(message),
                     ),
                 };
                 Some(FilterLogLine {
@@ -112,6 +110,27 @@ impl Proxy {
         if let Proxy::KongEngine(k) = self {
             k.expected_errors = true;
         }
+    }
+}
+
+/// A filter's message from an nginx error-log line: nginx appends its request context as
+/// `[ while <action>], client: …` (`ngx_http_log_error`, src/http/ngx_http_request.c), e.g.
+/// ` while logging request` for lines written in the log phase. Actions are nginx's own phrases, letters
+/// and spaces only, so a message that merely contains " while " keeps it.
+fn nginx_message(line: &str) -> &str {
+    let Some(at) = line.rfind(", client: ") else {
+        return line;
+    };
+    let message = &line[..at];
+    match message.rfind(" while ") {
+        Some(w)
+            if message[w + 7..]
+                .bytes()
+                .all(|b| b.is_ascii_alphabetic() || b == b' ') =>
+        {
+            &message[..w]
+        }
+        _ => message,
     }
 }
 
@@ -289,6 +308,9 @@ impl GatewayBuilder {
                     routes: self.routes,
                     workers: self.concurrency,
                     keep_on_refusal: self.keep_on_refusal,
+                    native: Default::default(),
+                    cpu: None,
+                    origin_in_engine: false,
                 })?)
             }
         };

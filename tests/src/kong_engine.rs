@@ -39,12 +39,53 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Keep nginx running when its filters refuse their configuration (to show what clients then get).
     pub keep_on_refusal: bool,
+    /// nginx's own directives beside the chain (benchmarks' native anchors, e.g. `limit_req`).
+    pub native: NativeDirectives,
+    /// Pin nginx, master and workers, to this CPU with `taskset` (benchmarks).
+    pub cpu: Option<usize>,
+    /// nginx itself serves `upstream` (`return 200 "ok\n"`) and proxies to it over kept-alive connections,
+    /// as Kong does by default: benchmarks, which measure no other process.
+    pub origin_in_engine: bool,
+}
+
+/// Native nginx directives, each a complete line (`;` or block included).
+#[derive(Debug, Clone, Default)]
+pub struct NativeDirectives {
+    /// In the `http` block (e.g. `limit_req_zone …;`, a `server` block).
+    pub http: Vec<String>,
+    /// In every location that runs the chain, before it.
+    pub location: Vec<String>,
+}
+
+impl EngineConfig {
+    /// A benchmark's engine: one worker running `chain` and `native` in front of an origin served by the same
+    /// nginx ([`EngineConfig::origin_in_engine`]).
+    pub fn bench(
+        chain: Vec<FilterSpec>,
+        native: NativeDirectives,
+        cpu: Option<usize>,
+    ) -> std::io::Result<EngineConfig> {
+        Ok(EngineConfig {
+            chain,
+            upstream: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            clusters: Vec::new(),
+            routes: None,
+            workers: 1,
+            keep_on_refusal: false,
+            native,
+            cpu,
+            origin_in_engine: true,
+        })
+    }
 }
 
 /// A running nginx with ngx_wasm_module.
 pub struct KongEngine {
     child: Child,
     pub listener: SocketAddr,
+    /// Where nginx answers [`READY_PATH`] and [`METRIC_PATH`]: the listener, or with
+    /// [`KongEngine::start_file`] a loopback port of the harness's own.
+    control: SocketAddr,
     pub dir: PathBuf,
     log_path: PathBuf,
     /// Markers of fatal log lines the test expects (e.g. a filter refusing its configuration).
@@ -78,51 +119,80 @@ impl KongEngine {
         let conf = render(config, &dir, listener)?;
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| StartError::Spawn(e.to_string()))?;
-        let log_path = dir.join("error.log");
-        let out = std::fs::File::create(dir.join("stdout.log"))
-            .map_err(|e| StartError::Spawn(e.to_string()))?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(&log_path)
-            .current_dir(paths::repo_root())
-            .stdin(Stdio::null())
-            .stdout(
-                out.try_clone()
-                    .map_err(|e| StartError::Spawn(e.to_string()))?,
-            )
-            .stderr(out);
-        // SAFETY: prctl is async-signal-safe. SIGTERM (not SIGKILL) so the master stops its workers too.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| StartError::Spawn(format!("spawn {}: {e}", binary.display())))?;
+        let child = spawn(binary, &dir, &conf_path, config.cpu, None)?;
         let mut engine = KongEngine {
             child,
             listener,
+            control: listener,
+            log_path: dir.join("error.log"),
             dir,
-            log_path,
             expected_errors: false,
             filters: modules(&config.chain).into_iter().map(|(n, _)| n).collect(),
             last_stats_read: std::sync::Mutex::new(None),
         };
-        engine.wait_ready(config)?;
+        engine.wait_ready(Some(config.workers), config.keep_on_refusal)?;
         Ok(engine)
     }
 
-    /// Ready when every worker has loaded every module and a request is answered; a worker that could not
-    /// start its filters (`[emerg]`) makes the start fail with the log, as Envoy's refusal does.
-    fn wait_ready(&mut self, config: &EngineConfig) -> Result<(), StartError> {
+    /// Starts nginx on a config file written elsewhere (`portcullis render --target kong-engine`), from the
+    /// repository root so relative module paths resolve, with `dir` as its prefix (logs, temporary files).
+    /// Clients connect to the file's first `listen` address. The harness runs a copy, `dir/harness.conf`,
+    /// with what it reads through added: the metric reader's module and a server on a loopback port of its
+    /// own answering [`READY_PATH`] and [`METRIC_PATH`]; nginx runs in the foreground and logs at `info`
+    /// to `dir/error.log` ([`KongEngine::logs`]) besides the file's own `error_log`.
+    pub fn start_file(conf_path: &Path, dir: &Path) -> Result<KongEngine, StartError> {
+        let binary = paths::kong_engine_binary().map_err(StartError::Spawn)?;
+        let text = std::fs::read_to_string(conf_path)
+            .map_err(|e| StartError::Spawn(format!("{}: {e}", conf_path.display())))?;
+        let listener = first_listen(&text).ok_or_else(|| {
+            StartError::Spawn(format!("{}: no `listen ip:port`", conf_path.display()))
+        })?;
+        let control = SocketAddr::from((
+            [127, 0, 0, 1],
+            free_port().map_err(|e| StartError::Spawn(format!("no free port: {e}")))?,
+        ));
+        let conf = with_control_server(&text, dir, control).ok_or_else(|| {
+            StartError::Spawn(format!(
+                "{}: no `wasm {{` or `http {{` line",
+                conf_path.display()
+            ))
+        })?;
+        let run_path = dir.join("harness.conf");
+        let log_path = dir.join("error.log");
+        std::fs::create_dir_all(dir.join("logs"))
+            .and_then(|_| std::fs::write(&run_path, conf))
+            .map_err(|e| StartError::Spawn(e.to_string()))?;
+        let globals = format!("daemon off; error_log {} info;", log_path.display());
+        let child = spawn(&binary, dir, &run_path, None, Some(&globals))?;
+        let mut engine = KongEngine {
+            child,
+            listener,
+            control,
+            dir: dir.to_path_buf(),
+            log_path,
+            expected_errors: false,
+            filters: text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("module "))
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_owned)
+                .collect(),
+            last_stats_read: std::sync::Mutex::new(None),
+        };
+        engine.wait_ready(None, false)?;
+        Ok(engine)
+    }
+
+    /// Ready when every worker (`workers`, or as many as nginx started) has loaded every module and a request
+    /// is answered; a worker that could not start its filters (`[emerg]`) makes the start fail with the log,
+    /// as Envoy's refusal does.
+    fn wait_ready(
+        &mut self,
+        workers: Option<usize>,
+        keep_on_refusal: bool,
+    ) -> Result<(), StartError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let last_module = modules(&config.chain).last().map(|(m, _)| m.clone());
+        let last_module = self.filters.last().cloned();
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.expected_errors = true;
@@ -132,7 +202,7 @@ impl KongEngine {
                 });
             }
             let log = self.logs();
-            if config.keep_on_refusal && log.contains(REFUSAL_MARKER) {
+            if keep_on_refusal && log.contains(REFUSAL_MARKER) {
                 // what the operator sees is in the log; the test asks what clients get
                 self.expected_errors = true;
                 return Ok(());
@@ -148,7 +218,8 @@ impl KongEngine {
                 Some(m) => workers_done(&log, &format!("successfully loaded \"{m}\" module")),
                 None => workers_started(&log),
             };
-            if loaded >= config.workers && self.answers_ready() {
+            let workers = workers.unwrap_or_else(|| workers_started(&log).max(1));
+            if loaded >= workers && self.answers_ready() {
                 // on_configure runs right after the last module loads: give its error a moment to land
                 std::thread::sleep(Duration::from_millis(150));
                 let log = self.logs();
@@ -168,7 +239,7 @@ impl KongEngine {
     }
 
     fn answers_ready(&self) -> bool {
-        crate::client::Request::new(self.listener, "GET", READY_PATH)
+        crate::client::Request::new(self.control, "GET", READY_PATH)
             .try_send()
             .is_ok_and(|r| r.status == 200)
     }
@@ -178,17 +249,27 @@ impl KongEngine {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Log lines that fail a test (see [`FATAL_MARKERS`]).
+    /// Log lines that fail a test (see [`FATAL_MARKERS`]), except the metric reader's trap for a metric no
+    /// filter defined yet (see [`KongEngine::stat_now`]).
     pub fn fatal_log_lines(&self) -> Vec<String> {
         self.logs()
             .lines()
             .filter(|l| FATAL_MARKERS.iter().any(|m| l.contains(m)))
+            .filter(|l| !is_unknown_metric_read(l))
             .map(str::to_owned)
             .collect()
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The worker processes' ids, as the master logged them (`start worker process <pid>`).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.logs()
+            .lines()
+            .filter_map(|l| l.split("start worker process ").nth(1)?.trim().parse().ok())
+            .collect()
     }
 
     /// A filter metric by its Envoy stat name (`wasmcustom.<metric>`), read from the engine's shared memory
@@ -211,12 +292,17 @@ impl KongEngine {
         self.stat_now(name)
     }
 
-    /// A filter metric as the engine holds it right now (counters trail by up to one flush period).
+    /// A filter metric as the engine holds it right now (counters trail by up to one flush period); `None`
+    /// while no filter defined it, as Envoy's `/stats` has no such stat. The engine has no lookup that fails
+    /// softly: `proxy_get_metric` on an unknown id traps the reader ("could not retrieve metric id …: metric
+    /// not found", ngx_wasm_module `src/common/proxy_wasm/ngx_proxy_wasm_host.c`), which answers 500 and
+    /// logs the trap; those lines fail no test ([`KongEngine::fatal_log_lines`]). Histograms trap the same
+    /// way ("metric is a histogram") and are not readable here.
     pub fn stat_now(&self, name: &str) -> Option<i64> {
         let metric = name.strip_prefix("wasmcustom.").unwrap_or(name);
         let filter = self.metric_owner(metric)?;
         let path = format!("{METRIC_PATH}?name=pw:{filter}:{metric}");
-        let r = crate::client::Request::new(self.listener, "GET", &path)
+        let r = crate::client::Request::new(self.control, "GET", &path)
             .try_send()
             .ok()?;
         (r.status == 200)
@@ -224,13 +310,17 @@ impl KongEngine {
             .flatten()
     }
 
-    /// The filter that defines `metric` (`portcullis_<policy>_…`, or the bundle's): asking the engine for a
-    /// metric no filter defined traps the reader, so only the owner is asked.
+    /// The filter that defines `metric` (`portcullis_<policy>_…`, the `metrics` filter's
+    /// `portcullis_http_…` series, or the bundle's): the engine prefixes each name with its filter's.
     fn metric_owner(&self, metric: &str) -> Option<&str> {
         let policy = |filter: &str| format!("portcullis_{}_", filter.replace('-', "_"));
         self.filters
             .iter()
             .find(|f| metric.starts_with(&policy(f)))
+            .or_else(|| {
+                let series = metric.starts_with("portcullis_http_");
+                self.filters.iter().find(|f| series && *f == "metrics")
+            })
             .or_else(|| self.filters.iter().find(|f| *f == "portcullis"))
             .or_else(|| (self.filters.len() == 1).then(|| &self.filters[0]))
             .map(String::as_str)
@@ -289,6 +379,108 @@ pub const READY_PATH: &str = "/__portcullis/ready";
 pub const METRIC_PATH: &str = "/__portcullis/metric";
 /// The metric reader's module name (not a filter name any test uses).
 const METRIC_READER: &str = "portcullis_metric_reader";
+
+/// The metric reader's trap for a metric no filter defined (only the reader's, only that cause).
+fn is_unknown_metric_read(line: &str) -> bool {
+    line.contains("metric not found") && line.contains(&format!("<module: \"{METRIC_READER}\""))
+}
+
+/// Starts nginx on `conf_path` with prefix `dir` from the repository root (relative module paths resolve
+/// against it, as Envoy's do), its early errors in `dir/error.log` and its output in `dir/stdout.log`.
+fn spawn(
+    binary: &Path,
+    dir: &Path,
+    conf_path: &Path,
+    cpu: Option<usize>,
+    globals: Option<&str>,
+) -> Result<Child, StartError> {
+    let log_path = dir.join("error.log");
+    let out = std::fs::File::create(dir.join("stdout.log"))
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf_path)
+        .arg("-e")
+        .arg(&log_path)
+        .args(globals.map(|g| ["-g", g]).into_iter().flatten())
+        .current_dir(paths::repo_root())
+        .stdin(Stdio::null())
+        .stdout(
+            out.try_clone()
+                .map_err(|e| StartError::Spawn(e.to_string()))?,
+        )
+        .stderr(out);
+    // SAFETY: prctl is async-signal-safe. SIGTERM (not SIGKILL) so the master stops its workers too.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| StartError::Spawn(format!("spawn {}: {e}", binary.display())))
+}
+
+/// The first `listen ip:port` of an nginx.conf, as a client reaches it (an unspecified address on loopback).
+fn first_listen(conf: &str) -> Option<SocketAddr> {
+    let mut addr: SocketAddr = conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("listen "))
+        .find_map(|l| l.split([' ', ';']).next()?.parse().ok())?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Some(addr)
+}
+
+/// `conf` with the metric reader's module first in its `wasm` block and, first in its `http` block, a server
+/// on `control` answering [`READY_PATH`] and [`METRIC_PATH`] (as the harness's own config does on its
+/// listener); None without those blocks.
+fn with_control_server(conf: &str, dir: &Path, control: SocketAddr) -> Option<String> {
+    let not_found = dir.join("not-found.sock");
+    let module = format!(
+        "    module {METRIC_READER} {};\n",
+        crate::bench::noop_wasm().display()
+    );
+    let server = format!(
+        "    server {{\n        listen {control};\n        location = {READY_PATH} {{ return 200; }}\n        \
+         location = {METRIC_PATH} {{\n            proxy_wasm {METRIC_READER} 'request metric-reply';\n            \
+         proxy_pass http://unix:{nf}:;\n        }}\n    }}\n    server {{\n        listen unix:{nf};\n        \
+         location / {{ return 404; }}\n    }}\n",
+        nf = not_found.display()
+    );
+    let (mut wasm, mut http) = (false, false);
+    let mut out = String::with_capacity(conf.len() + module.len() + server.len());
+    for line in conf.lines() {
+        out.push_str(line);
+        out.push('\n');
+        match line.trim() {
+            "wasm {" if !wasm => {
+                out.push_str(&module);
+                wasm = true;
+            }
+            "http {" if !http => {
+                out.push_str(&server);
+                http = true;
+            }
+            _ => {}
+        }
+    }
+    (wasm && http).then_some(out)
+}
 
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -442,6 +634,22 @@ fn render(config: &EngineConfig, dir: &Path, listener: SocketAddr) -> Result<Str
     let not_found = dir.join("not-found.sock");
     let modules = modules(&config.chain);
     let mut chain = String::new();
+    let origin = config.origin_in_engine.then_some(config.upstream);
+    let mut proxy_headers = vec![PROXY_HOST];
+    if origin.is_some() {
+        // keeps upstream connections open (nginx sends `Connection: close` by default)
+        proxy_headers.push("proxy_set_header Connection \"\"");
+    }
+    let native = &config.native.location;
+    if native.iter().any(|d| d.starts_with("proxy_set_header")) {
+        // a level with its own proxy_set_header inherits none from the http block
+        for h in &proxy_headers {
+            chain.push_str(&format!("            {h};\n"));
+        }
+    }
+    for directive in native {
+        chain.push_str(&format!("            {directive}\n"));
+    }
     for spec in &config.chain {
         let module = modules
             .iter()
@@ -460,7 +668,10 @@ fn render(config: &EngineConfig, dir: &Path, listener: SocketAddr) -> Result<Str
     for (i, location) in routes.iter().enumerate() {
         let fallback = location
             .default_target
-            .map(|a| format!("http://{a}"))
+            .map(|a| match origin {
+                Some(o) if o == a => format!("http://{ORIGIN}"),
+                _ => format!("http://{a}"),
+            })
             .unwrap_or_else(|| format!("http://unix:{}:", not_found.display()));
         let pass = if location.header_targets.is_empty() {
             fallback
@@ -514,11 +725,10 @@ http {{
     access_log off;
     proxy_http_version 1.1;
     # the client's Host, as Envoy forwards it (and Kong with preserve_host)
-    proxy_set_header Host $http_host;
-    # header and body limits near Envoy's defaults (60 KiB of headers), so both hosts see the same requests
+{proxy_headers}    # header and body limits near Envoy's defaults (60 KiB of headers), so both hosts see the same requests
     large_client_header_buffers 8 64k;
     client_max_body_size 16m;
-{maps}    server {{
+{native_http}{maps}    server {{
         listen {listener} reuseport;
         location = {ready} {{ return 200; }}
         location = {metric} {{
@@ -538,8 +748,27 @@ http {{
         ready = READY_PATH,
         metric = METRIC_PATH,
         not_found = not_found.display(),
+        proxy_headers = proxy_headers
+            .iter()
+            .map(|h| format!("    {h};\n"))
+            .collect::<String>(),
+        native_http = origin
+            .map(|o| {
+                format!(
+                    "    upstream {ORIGIN} {{ server {o}; keepalive 16; }}\n    server {{ listen {o}; location / {{ return 200 \"ok\\n\"; }} }}\n"
+                )
+            })
+            .into_iter()
+            .chain(config.native.http.iter().map(|d| format!("    {d}\n")))
+            .collect::<String>(),
     ))
 }
+
+/// The upstream name of [`EngineConfig::origin_in_engine`].
+const ORIGIN: &str = "portcullis_origin";
+
+/// How every proxied request names its Host upstream.
+const PROXY_HOST: &str = "proxy_set_header Host $http_host";
 
 /// Whether something answers on `addr` (used by tests that wait for a port).
 pub fn port_open(addr: SocketAddr) -> bool {

@@ -6,6 +6,7 @@
 //! and the Kong compose file's echo server produce.
 
 use crate::client::{Request, Response};
+use crate::host::{self, HostKind};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -57,6 +58,10 @@ pub struct Expect {
     pub response_headers: BTreeMap<String, Option<String>>,
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, Option<String>>,
+    /// Request headers the client sends and the chain removes: absent upstream on Envoy; on Kong's engine
+    /// present and empty, because a removed request header cannot be dropped there (see [`removed_header`]).
+    #[serde(default)]
+    pub upstream_headers_removed: Vec<String>,
     /// Upstream header values that must end with the given text (paths differ by host routing prefixes).
     #[serde(default)]
     pub upstream_header_suffixes: BTreeMap<String, String>,
@@ -102,8 +107,13 @@ impl Scenario {
         r
     }
 
-    /// Every way the response differs from the expectation (empty = pass).
+    /// Every way the response differs from the expectation on this run's host (empty = pass).
     pub fn check(&self, response: &Response) -> Vec<String> {
+        self.check_on(host::current(), response)
+    }
+
+    /// Every way the response differs from the expectation on `host` (empty = pass).
+    pub fn check_on(&self, host: HostKind, response: &Response) -> Vec<String> {
         let mut problems = Vec::new();
         let e = &self.expect;
         if response.status != e.status {
@@ -123,7 +133,9 @@ impl Scenario {
             }
         }
         let upstream = upstream_headers(response);
-        if !(e.upstream_headers.is_empty() && e.upstream_header_suffixes.is_empty())
+        if !(e.upstream_headers.is_empty()
+            && e.upstream_headers_removed.is_empty()
+            && e.upstream_header_suffixes.is_empty())
             && upstream.is_none()
         {
             problems.push("the response is not an upstream echo (no headers object)".into());
@@ -134,6 +146,16 @@ impl Scenario {
             if got != want.as_deref() {
                 problems.push(format!(
                     "upstream header {name}: {got:?} (expected {want:?})"
+                ));
+            }
+        }
+        for name in &e.upstream_headers_removed {
+            let got = upstream.get(name).and_then(Value::as_str);
+            let want = removed_header(host);
+            if got != want {
+                problems.push(format!(
+                    "upstream header {name} (removed): {got:?} (expected {want:?} on {})",
+                    host.name()
                 ));
             }
         }
@@ -157,6 +179,18 @@ impl Scenario {
     /// The Kong route path for this scenario.
     pub fn kong_prefix(&self) -> String {
         format!("/s/{}", self.name)
+    }
+}
+
+/// What the upstream receives of a request header the chain removed. Envoy drops it. Kong's engine cannot:
+/// ngx_wasm_module only marks a removed line deleted (`hash = 0`, src/http/ngx_http_wasm_headers.c) and nginx's
+/// proxy module forwards every line of the request (ngx_http_proxy_create_request,
+/// src/http/modules/ngx_http_proxy_module.c), so the exchange empties it instead
+/// (filters/common/src/exchange.rs): present, with an empty value.
+pub fn removed_header(host: HostKind) -> Option<&'static str> {
+    match host {
+        HostKind::Envoy => None,
+        HostKind::KongEngine => Some(""),
     }
 }
 

@@ -185,6 +185,11 @@ fn kong_target_setting_is_harmless_in_envoy_which_routes_on_the_tag() {
         "rules": [{ "match": { "uid_prefix": "abc" }, "route": "canary" }],
         "canary_target": "127.0.0.1:9"
     }));
+    // Kong's engine: bare nginx has no `kong.service.target` (Kong's Lua layer defines it,
+    // kong/runloop/wasm.lua), so ngx_wasm_module answers NotFound to the filter's write
+    // (src/common/proxy_wasm/ngx_proxy_wasm_properties.c) and the filter goes on; the harness routes on the tag
+    // through an nginx `map`. Had the target been applied, the request would have gone to 127.0.0.1:9 (nothing
+    // listens there).
     assert_eq!(served_by(&gw, "abc1"), "canary");
     assert_eq!(served_by(&gw, "zzz1"), "stable");
     assert_eq!(canary.count(), 1);

@@ -5,6 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
+use portcullis_e2e::host::is_kong_engine;
 use portcullis_e2e::{json, Gateway, Reply, Response, Upstream};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -176,7 +177,22 @@ fn bad_tokens_get_rfc6750_challenges_and_never_reach_the_upstream() {
         .header("authorization", &format!("Bearer {valid}"))
         .header("authorization", "Bearer other")
         .send();
-    assert_challenge(&resp, 401, "error=\"invalid_request\"");
+    if is_kong_engine() {
+        // nginx refuses a repeated Authorization line itself while reading the request headers, before any
+        // filter runs: its own 400, without a challenge (nginx src/http/ngx_http_request.c: Authorization is
+        // processed by ngx_http_process_unique_header_line, "client sent duplicate header line").
+        resp.assert_status(400);
+        assert_eq!(resp.header("www-authenticate"), None);
+        assert!(
+            gw.proxy
+                .logs()
+                .contains("client sent duplicate header line: \"authorization: Bearer other\""),
+            "{}",
+            gw.proxy.logs()
+        );
+    } else {
+        assert_challenge(&resp, 401, "error=\"invalid_request\"");
+    }
     // a token in the header and another in the query
     let resp = gw
         .get(&format!("/orders?access_token={valid}"))
@@ -202,10 +218,30 @@ fn bad_tokens_get_rfc6750_challenges_and_never_reach_the_upstream() {
             .stat("wasmcustom.portcullis_jwt_auth_denied_expired_total"),
         Some(1)
     );
-    assert!(
-        !gw.proxy.logs().contains("eyJ"),
-        "tokens must never be logged"
-    );
+    for line in gw.proxy.filter_log("jwt-auth") {
+        assert!(
+            !line.message.contains("eyJ"),
+            "tokens must never be logged: {line:?}"
+        );
+    }
+    let logs = gw.proxy.logs();
+    if is_kong_engine() {
+        // nginx's own text in its error log holds tokens the client sent: the duplicate-header notice quotes
+        // both lines, and every line logged while a request runs ends with its request line
+        // (`, client: …, request: "GET /orders?access_token=…"`, ngx_http_log_error_handler in nginx
+        // src/http/ngx_http_request.c). Nothing before that context may hold one.
+        for line in logs.lines().filter(|l| l.contains("eyJ")) {
+            let before_context = line.split(", client: ").next().unwrap_or(line);
+            assert!(
+                (line.contains("client sent duplicate header line")
+                    && !line.contains("[jwt-auth]"))
+                    || !before_context.contains("eyJ"),
+                "tokens must never be logged: {line}"
+            );
+        }
+    } else {
+        assert!(!logs.contains("eyJ"), "tokens must never be logged");
+    }
 }
 
 #[test]
@@ -312,7 +348,9 @@ fn the_first_request_waits_for_the_remote_jwks_instead_of_failing() {
         started.elapsed()
     );
     let fetched = jwks.upstream.requests();
-    // Envoy configures the plugin on the main thread too: at most one start-up fetch there and one per worker
+    // Envoy configures the plugin on the main thread too: at most one start-up fetch there and one per worker.
+    // Kong's engine cannot resume a request from the root context, so a request that finds no keys fetches
+    // them itself (the worker's root then waits for that answer): one fetch, or two if the root's had started.
     assert!(
         (1..=2).contains(&fetched.len()),
         "{} fetches",
@@ -422,7 +460,8 @@ fn every_worker_verifies_with_the_remote_jwks() {
         bearer(&gw, &token).assert_status(200);
     }
     assert_eq!(gw.upstream.count(), 12);
-    // at most one start-up fetch per worker plus Envoy's main thread; none per request
+    // at most one start-up fetch per worker plus Envoy's main thread (on Kong's engine, a worker's first
+    // request fetches instead of its root if it comes first); none per request
     assert!(
         jwks.upstream.count() <= 4,
         "{} fetches",

@@ -3,6 +3,7 @@
 //! the `RateLimit-*` headers are right, the store stays within `max_keys`, and a bad config stops Envoy.
 
 use portcullis_e2e::client::read_response;
+use portcullis_e2e::host::is_kong_engine;
 use portcullis_e2e::{json, Gateway, Request, Response};
 use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -233,6 +234,39 @@ fn consumer_and_route_keys_with_sliding_windows_and_a_required_consumer() {
         .iter()
         .map(|c| as_consumer(c))
         .collect();
+    if is_kong_engine() {
+        // Bare nginx has no route id: `kong.route_id` is defined by Kong's Lua layer (kong/runloop/wasm.lua),
+        // and ngx_wasm_module answers NotFound for a `kong.*` property nothing defined
+        // (src/common/proxy_wasm/ngx_proxy_wasm_properties.c). So `${route_id}` has no value, and the route
+        // limit takes its `on_missing_key`, by default `skip`: it does not apply (filters/rate-limit/README.md).
+        // Only the consumer limit counts: dave is under his 2, and the route's 5 are never spent.
+        assert_eq!(statuses, vec![200, 200, 429, 200, 200, 200, 200]);
+        gw.get("/orders")
+            .header("x-consumer", "dave")
+            .send()
+            .assert_status(200)
+            .assert_header("ratelimit-limit", "2")
+            .assert_header("ratelimit-remaining", "0");
+        let anonymous = gw.get("/orders").send();
+        anonymous.assert_status(429).assert_no_header("retry-after");
+        assert_eq!(gw.upstream.count(), 7);
+        assert_eq!(
+            gw.proxy
+                .stat("wasmcustom.portcullis_rate_limit_consumer_limited_total"),
+            Some(2),
+            "alice's third and the anonymous request"
+        );
+        for counter in ["allowed", "limited"] {
+            assert_eq!(
+                gw.proxy.stat(&format!(
+                    "wasmcustom.portcullis_rate_limit_route_{counter}_total"
+                )),
+                Some(0),
+                "the route limit never applied"
+            );
+        }
+        return;
+    }
     // alice's third is over her limit (and takes nothing from the route's); dave finds the route's 5 spent
     assert_eq!(statuses, vec![200, 200, 429, 200, 200, 200, 429]);
     let dave = gw.get("/orders").header("x-consumer", "dave").send();

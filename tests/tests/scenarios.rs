@@ -1,4 +1,5 @@
-//! Runs every scenario in tests/scenarios/ through a real Envoy (the Kong runner runs the same files).
+//! Runs every scenario in tests/scenarios/ through the run's gateway, Envoy or Kong's engine (the Kong runner
+//! runs the same files against a real Kong).
 //! Scenarios with several policies run twice — as separate filters and as one `portcullis` bundle — and
 //! both forms must meet the expectation and give the client the same answer.
 
@@ -14,7 +15,7 @@ fn run_separate(s: &Scenario) -> Result<Response, String> {
     }
     let gw = builder
         .start()
-        .map_err(|e| format!("envoy did not start: {e}"))?;
+        .map_err(|e| format!("the gateway did not start: {e}"))?;
     Ok(s.request(gw.proxy.listener(), "").send())
 }
 
@@ -27,7 +28,7 @@ fn run_bundle(s: &Scenario) -> Result<Response, String> {
     let gw = Gateway::new()
         .filter("portcullis", json!({ "chain": chain }))
         .start()
-        .map_err(|e| format!("envoy did not start with the bundle: {e}"))?;
+        .map_err(|e| format!("the gateway did not start with the bundle: {e}"))?;
     Ok(s.request(gw.proxy.listener(), "").send())
 }
 
@@ -106,7 +107,8 @@ fn every_scenario_passes_in_envoy_and_chains_match_the_bundle() {
         "expected multi-policy scenarios, found {bundled}"
     );
     println!(
-        "{} scenarios passed in Envoy ({bundled} also as a bundle)",
-        scenarios.len()
+        "{} scenarios passed on {} ({bundled} also as a bundle)",
+        scenarios.len(),
+        portcullis_e2e::host::current().name()
     );
 }

@@ -11,7 +11,8 @@
 //! One more call serves the end-to-end tests on Kong's engine, whose filter metrics only Kong's Lua layer can
 //! read: `request metric-reply` answers `?name=<full metric name>` with that metric's value, read with
 //! `proxy_get_metric` on the id ngx_wasm_module gives the name (the CRC-32 of `pw.<filter>.<metric>`,
-//! `src/common/metrics/ngx_wa_metrics.c`), or 404 when no filter defined it.
+//! `src/common/metrics/ngx_wa_metrics.c`). The engine traps the reader (not the filters) when no filter defined
+//! that name, or when it is a histogram: the harness asks only for metrics a chain's filter owns.
 
 #[cfg(target_arch = "wasm32")]
 mod filter {
@@ -119,6 +120,7 @@ mod filter {
         let mut value = 0u64;
         // SAFETY: a plain id and a pointer to a live u64 the host writes.
         let status = unsafe { proxy_get_metric(crc32(name.as_bytes()), &mut value) };
+        // (an unknown id traps inside the host call on ngx_wasm_module; other hosts answer a status)
         let (code, body) = if status == 0 {
             (200, value.to_string())
         } else {

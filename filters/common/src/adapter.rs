@@ -77,6 +77,7 @@ pub fn install<P: Policy>() {
             context_id,
             next_policy_tick: Duration::ZERO,
             ticking: false,
+            started: false,
         })
     });
 }
@@ -101,6 +102,12 @@ mod ffi {
             path_size: usize,
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
         ) -> u32;
         pub fn proxy_replace_header_map_value(
             map_type: u32,
@@ -329,6 +336,11 @@ struct PolicyRoot<P: Policy> {
     next_policy_tick: Duration,
     /// Whether the tick period was set (it can be set only once on Kong).
     ticking: bool,
+    /// Whether `Policy::on_start` ran for the current configuration. It runs on the first tick, not in
+    /// `on_configure`: ngx_wasm_module traps a `dispatch_http_call` made during `on_configure` ("can only send
+    /// HTTP dispatch during on_request_headers, on_request_body, on_tick, …",
+    /// src/common/proxy_wasm/ngx_proxy_wasm_host.c), which stops the worker, and `on_start` starts fetches.
+    started: bool,
 }
 
 impl<P: Policy> PolicyRoot<P> {
@@ -405,7 +417,7 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
             Ok(policy) => {
                 let policy = Rc::new(policy);
                 self.policy = Some(policy.clone());
-                let mut host = Self::root_host();
+                let host = Self::root_host();
                 // The root timer also hands pending metric additions to the host (metrics::flush).
                 let mut root_period = metrics::FLUSH_PERIOD;
                 if let Some(period) = policy.tick_period() {
@@ -416,7 +428,8 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
                     set_root_tick(root_period);
                     self.ticking = true;
                 }
-                policy.on_start(&mut host);
+                // on_start runs on the next tick (see `started`)
+                self.started = false;
                 self.finish(host);
                 true
             }
@@ -433,6 +446,10 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
         };
         metrics::flush();
         let mut host = Self::root_host();
+        if !self.started {
+            self.started = true;
+            policy.on_start(&mut host);
+        }
         if let Some(period) = policy.tick_period() {
             let now = host.now();
             if now >= self.next_policy_tick {
@@ -655,7 +672,12 @@ impl<P: Policy> HttpContext for PolicyHttp<P> {
             inner.started = true;
             inner.ex.new_callback();
             REQUEST_CALLOUTS.with(|c| c.set(0));
-            inner.ex.set_request_has_body(!end_of_stream);
+            // ngx_wasm_module passes eof 0 to every on_request_headers, body or not
+            // (src/http/proxy_wasm/ngx_http_proxy_wasm.c): there the flag says nothing, and policies read
+            // the request's own headers instead (nginx keeps `transfer-encoding`).
+            if ProxyHost.flavor() != Flavor::Kong {
+                inner.ex.set_request_has_body(!end_of_stream);
+            }
             let decision = policy.on_request_headers(&mut inner.state, &mut inner.ex);
             unless_an_edit_failed(decision, &mut inner.ex)
         };
@@ -806,8 +828,15 @@ impl Host for ProxyHost {
         get_property(path)
     }
 
+    /// Not `hostcalls::set_property`: it panics (traps) on any status but OK, and a host without the property
+    /// answers NotFound — bare ngx_wasm_module does for `kong.*` names, which only Kong's Lua layer defines
+    /// (`ngx_proxy_wasm_properties_set`, src/common/proxy_wasm/ngx_proxy_wasm_properties.c).
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> bool {
-        hostcalls::set_property(path.to_vec(), Some(value)).is_ok()
+        let path = path.join("\0");
+        // SAFETY: pointers and lengths of live slices; the host copies them during the call.
+        unsafe {
+            ffi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) == 0
+        }
     }
 
     fn shared_data(&mut self) -> &mut dyn SharedData {

@@ -5,7 +5,9 @@
 //! - header edits go through the shared `Exchange`, so later policies see them;
 //! - a pause in request headers (e.g. waiting for JWKS) stops the chain at that policy; on resume it continues
 //!   from there; a pause in the request body means "buffer more" and re-runs the body callbacks with more data;
-//! - response headers run in reverse order, only for policies whose request callback ran;
+//! - response headers run in the order the host runs separate filters' response callbacks (Envoy: reverse;
+//!   Kong's engine: chain order, see [`Exchange::response_callbacks_reversed`]), only for policies whose request
+//!   callback ran;
 //! - `on_log` runs for every policy whose request callback ran;
 //! - timers: each policy ticks at its own period; callout answers go back to the policy that made the call.
 
@@ -259,7 +261,10 @@ impl Chain {
     }
 
     pub fn on_response_headers(&self, state: &mut ChainState, ex: &mut Exchange) -> Decision {
-        for i in (0..state.started.min(self.steps.len())).rev() {
+        let started = state.started.min(self.steps.len());
+        let reversed = ex.response_callbacks_reversed();
+        for k in 0..started {
+            let i = if reversed { started - 1 - k } else { k };
             if let Decision::Respond(r) = self.steps[i]
                 .policy
                 .on_response_headers(state.states[i].as_mut(), ex)
@@ -480,6 +485,20 @@ mod tests {
                 "a log",
                 "b log"
             ]
+        );
+    }
+
+    /// Kong's engine runs separate filters' response callbacks in chain order: so does the chain there.
+    #[test]
+    fn on_kongs_engine_responses_run_in_chain_order() {
+        let (c, log) = chain(&[("a", Decision::Continue), ("b", Decision::Continue)]);
+        let mut st = ChainState::default();
+        let mut ex = Exchange::new(Box::new(FakeHost::kong_request("GET", "/", "/")));
+        assert_eq!(c.on_request_headers(&mut st, &mut ex), Decision::Continue);
+        assert_eq!(c.on_response_headers(&mut st, &mut ex), Decision::Continue);
+        assert_eq!(
+            log.borrow()[2..],
+            ["a resp".to_string(), "b resp".to_string()]
         );
     }
 

@@ -74,6 +74,23 @@ impl Exchange {
         self.host.flavor() == Flavor::Kong
     }
 
+    /// Whether the root context can resume this request once it pauses without a callout of its own
+    /// (`RootHost::wake_paused`, `Policy::max_pause` deadlines). Envoy can; Kong's engine cannot:
+    /// ngx_wasm_module's `proxy_set_effective_context` does nothing (src/common/proxy_wasm/ngx_proxy_wasm_host.c),
+    /// so the adapter decides such a pause at once, as timed out. A policy that must wait there makes a callout
+    /// from the request itself (`Host::dispatch_http_call`): its answer resumes the request on both hosts.
+    pub fn root_can_resume(&self) -> bool {
+        !self.on_kong()
+    }
+
+    /// Whether the host runs separate filters' response callbacks in reverse chain order. Envoy does (its
+    /// filter manager encodes from the last filter to the first); ngx_wasm_module runs every step, response
+    /// headers included, from the first filter to the last (`ngx_proxy_wasm_resume`,
+    /// src/common/proxy_wasm/ngx_proxy_wasm.c). The chain bundle follows the host so it matches separate filters.
+    pub fn response_callbacks_reversed(&self) -> bool {
+        !self.on_kong()
+    }
+
     /// Direct host access, for what the exchange does not cache (bodies, shared data, properties).
     pub fn host(&mut self) -> &mut dyn Host {
         self.host.as_mut()
@@ -97,7 +114,9 @@ impl Exchange {
 
     /// Whether a body follows the request headers, when the host said so. Envoy removes
     /// `transfer-encoding` from HTTP/1 requests and HTTP/2 bodies need no length header, so this is the
-    /// only reliable signal for a body of unknown length; `None` in unit tests unless set.
+    /// only reliable signal for a body of unknown length there. `None` on Kong's engine, which reports no
+    /// body for no request (the adapter leaves it unset; nginx keeps `transfer-encoding` and
+    /// `content-length` for policies to read), and in unit tests unless set.
     pub fn request_has_body(&self) -> Option<bool> {
         self.request_has_body
     }

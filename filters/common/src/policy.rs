@@ -56,7 +56,8 @@ pub trait Policy: Sized + 'static {
         None
     }
 
-    /// Runs once, right after a successful configure (start the first fetch, …).
+    /// Runs once per successful configure, on the root context's first tick after it (start the first fetch,
+    /// …): not in `on_configure` itself, where ngx_wasm_module traps a callout.
     fn on_start(&self, _root: &mut dyn RootHost) {}
 
     /// Runs every `tick_period`.

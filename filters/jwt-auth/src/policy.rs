@@ -48,11 +48,18 @@ pub const REASONS: [&str; 19] = [
     "jwks_unavailable",
 ];
 
-/// Per-request state: whether this request already waited once for an unknown-`kid` re-fetch.
+/// Per-request state: whether this request already waited once for an unknown-`kid` re-fetch, and the JWKS
+/// fetch it made itself (token, provider index) where the root context cannot resume it.
 #[derive(Default)]
 pub struct RequestState {
     waited_for_kid: bool,
+    own_fetch: Option<(u32, usize)>,
 }
+
+/// Whether a callout a request makes comes back to this policy's `on_request_callout_response`: not inside the
+/// `portcullis` bundle, whose chain does not route request callouts to its steps (there a request that must
+/// wait for keys on Kong's engine is decided at once, as timed out).
+const OWN_FETCH_ROUTED: bool = !cfg!(all(feature = "bundled", target_arch = "wasm32", not(test)));
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +137,9 @@ struct RemoteState {
     cas: Option<u32>,
     fetched_at: Duration,
     in_flight: Option<(u32, Duration)>,
+    /// When a request of this worker last started its own fetch (hosts whose root cannot resume requests):
+    /// the root's start-up fetch waits for its answer instead of fetching the same document again.
+    request_fetch: Option<Duration>,
     failures: u32,
     next_attempt: Duration,
     refetch_wanted: bool,
@@ -294,65 +304,114 @@ impl Policy for JwtAuthPolicy {
             let _ = cas_update(root.shared_data(), &lease, |_| {
                 (Some(0u64.to_le_bytes().to_vec()), ())
             });
-            let parsed = match &response {
-                Some(r) if r.status == 200 => KeySet::parse_jwks(&r.body, &p.algorithms, false),
-                Some(r) => Err(format!("status {}", r.status)),
-                None => Err("no response (connection failure or timeout)".into()),
-            };
-            match parsed {
-                Ok(keys) => {
-                    self.metrics.fetch_ok.inc();
-                    log::info!(
-                        "provider {}: JWKS fetched ({} keys)",
-                        p.name,
-                        keys.keys.len()
-                    );
-                    let body = response
-                        .as_ref()
-                        .map(|r| r.body.as_slice())
-                        .unwrap_or_default();
-                    let mut record = as_us(now).to_le_bytes().to_vec();
-                    record.extend_from_slice(body);
-                    let key = shared_key(p, remote);
-                    let written =
-                        cas_update(root.shared_data(), &key, |_| (Some(record.clone()), ()));
-                    if let Err(e) = written {
-                        log::warn!(
-                            "provider {}: JWKS not shared with other workers: {e}",
-                            p.name
-                        );
-                    }
-                    st.cas = root.shared_data().get(&key).ok().flatten().map(|v| v.cas);
-                    st.keys = Some(Rc::new(keys));
-                    st.fetched_at = now;
-                    st.failures = 0;
-                    st.next_attempt = Duration::ZERO;
-                    self.cache.borrow_mut().entries.clear();
-                }
-                Err(e) => {
-                    self.metrics.fetch_failed.inc();
-                    st.failures = st.failures.saturating_add(1);
-                    let backoff = Duration::from_secs(1u64 << st.failures.min(6).saturating_sub(1))
-                        .min(remote.cache_duration);
-                    st.next_attempt = now + backoff;
-                    log::warn!(
-                        "provider {}: JWKS fetch failed: {e}; {} (retry in {backoff:?})",
-                        p.name,
-                        if st.keys.is_some() {
-                            "keeping the last good keys"
-                        } else {
-                            "no keys yet"
-                        }
-                    );
-                }
-            }
+            self.install_fetched(
+                p,
+                remote,
+                &mut st,
+                root.shared_data(),
+                now,
+                response.as_ref(),
+            );
             drop(st);
             root.wake_paused();
         }
     }
+
+    fn on_request_callout_response(
+        &self,
+        state: &mut RequestState,
+        ex: &mut Exchange,
+        token: u32,
+        response: Option<CalloutResponse>,
+    ) -> Decision {
+        let Some((_, index)) = state.own_fetch.take_if(|(t, _)| *t == token) else {
+            // not this request's fetch: decide again without waiting (never let it through undecided)
+            return self.decide(state, ex, false);
+        };
+        if let (Some(p), Some(cell)) = (
+            self.settings.providers.get(index),
+            self.remote.get(index).and_then(Option::as_ref),
+        ) {
+            if let Some(remote) = &p.remote {
+                let now = ex.now();
+                let mut st = cell.borrow_mut();
+                st.request_fetch = None;
+                self.install_fetched(
+                    p,
+                    remote,
+                    &mut st,
+                    ex.host().shared_data(),
+                    now,
+                    response.as_ref(),
+                );
+            }
+        }
+        self.decide(state, ex, false)
+    }
 }
 
 impl JwtAuthPolicy {
+    /// Installs a fetched JWKS (this worker, and shared data for the others), or counts the failure and
+    /// backs off; the last good keys stay in use.
+    fn install_fetched(
+        &self,
+        p: &Provider,
+        remote: &RemoteJwks,
+        st: &mut RemoteState,
+        store: &mut dyn SharedData,
+        now: Duration,
+        response: Option<&CalloutResponse>,
+    ) {
+        let parsed = match response {
+            Some(r) if r.status == 200 => KeySet::parse_jwks(&r.body, &p.algorithms, false),
+            Some(r) => Err(format!("status {}", r.status)),
+            None => Err("no response (connection failure or timeout)".into()),
+        };
+        match parsed {
+            Ok(keys) => {
+                self.metrics.fetch_ok.inc();
+                log::info!(
+                    "provider {}: JWKS fetched ({} keys)",
+                    p.name,
+                    keys.keys.len()
+                );
+                let body = response.map(|r| r.body.as_slice()).unwrap_or_default();
+                let mut record = as_us(now).to_le_bytes().to_vec();
+                record.extend_from_slice(body);
+                let key = shared_key(p, remote);
+                let written = cas_update(store, &key, |_| (Some(record.clone()), ()));
+                if let Err(e) = written {
+                    log::warn!(
+                        "provider {}: JWKS not shared with other workers: {e}",
+                        p.name
+                    );
+                }
+                st.cas = store.get(&key).ok().flatten().map(|v| v.cas);
+                st.keys = Some(Rc::new(keys));
+                st.fetched_at = now;
+                st.failures = 0;
+                st.next_attempt = Duration::ZERO;
+                self.cache.borrow_mut().entries.clear();
+            }
+            Err(e) => {
+                self.metrics.fetch_failed.inc();
+                st.failures = st.failures.saturating_add(1);
+                let backoff = Duration::from_secs(1u64 << st.failures.min(6).saturating_sub(1))
+                    .min(remote.cache_duration);
+                st.next_attempt = now + backoff;
+                log::warn!(
+                    "provider {}: JWKS fetch failed: {e}; {} (retry in {backoff:?})",
+                    p.name,
+                    if st.keys.is_some() {
+                        "keeping the last good keys"
+                    } else {
+                        "no keys yet"
+                    }
+                );
+            }
+        }
+    }
+
     /// Root work: install JWKS other workers fetched, then fetch what is stale, wanted or missing.
     fn refresh(&self, root: &mut dyn RootHost) {
         let now = root.now();
@@ -372,6 +431,14 @@ impl JwtAuthPolicy {
                 // the host always answers a callout; this only guards against a lost answer
                 if now > started + remote.timeout + Duration::from_secs(5) {
                     st.in_flight = None;
+                } else {
+                    continue;
+                }
+            }
+            if let Some(started) = st.request_fetch {
+                // a request of this worker is fetching the same document; its answer installs the keys
+                if now > started + remote.timeout + Duration::from_secs(1) {
+                    st.request_fetch = None;
                 } else {
                     continue;
                 }
@@ -420,6 +487,43 @@ impl JwtAuthPolicy {
         }
         if woke {
             root.wake_paused();
+        }
+    }
+
+    /// Starts a JWKS fetch from the request itself, for hosts whose root context cannot resume a paused request
+    /// (Kong's engine, see [`Exchange::root_can_resume`]): the answer comes back to this request
+    /// (`on_request_callout_response`), which installs it and decides. False when no fetch was started.
+    fn fetch_for_request(
+        &self,
+        state: &mut RequestState,
+        ex: &mut Exchange,
+        index: usize,
+        remote: &RemoteJwks,
+        cell: &RefCell<RemoteState>,
+        now: Duration,
+    ) -> bool {
+        if !OWN_FETCH_ROUTED {
+            return false;
+        }
+        match ex.host().dispatch_http_call(
+            &remote.cluster,
+            "GET",
+            &remote.path,
+            &remote.authority,
+            &[("accept", "application/json")],
+            None,
+            remote.timeout,
+        ) {
+            Ok(token) => {
+                state.own_fetch = Some((token, index));
+                cell.borrow_mut().request_fetch = Some(now);
+                true
+            }
+            Err(e) => {
+                self.metrics.fetch_failed.inc();
+                log::warn!("JWKS fetch for a waiting request not started: {e}");
+                false
+            }
         }
     }
 
@@ -599,13 +703,21 @@ impl JwtAuthPolicy {
                                     .is_none_or(|t| now >= t + remote.refetch_interval);
                                 if may_pause && allowed && !state.waited_for_kid {
                                     st.last_refetch = Some(now);
-                                    st.refetch_wanted = true;
                                     state.waited_for_kid = true;
                                     log::info!(
                                         "provider {}: unknown kid, re-fetching the JWKS",
                                         p.name
                                     );
-                                    return Ok(Verified::Pause);
+                                    if ex.root_can_resume() {
+                                        st.refetch_wanted = true;
+                                        return Ok(Verified::Pause);
+                                    }
+                                    drop(st);
+                                    if self.fetch_for_request(state, ex, index, remote, cell, now) {
+                                        return Ok(Verified::Pause);
+                                    }
+                                    // no fetch of its own: this request is decided now, the root re-fetches
+                                    cell.borrow_mut().refetch_wanted = true;
                                 }
                                 return Err(fail(Denial::invalid(
                                     "unknown_key",
@@ -615,7 +727,14 @@ impl JwtAuthPolicy {
                         }
                         &keys
                     }
-                    None if may_pause => return Ok(Verified::Pause),
+                    None if may_pause => {
+                        // Where the root context cannot resume the request, it fetches the keys itself (if
+                        // it cannot, the adapter decides the pause at once, as timed out).
+                        if !ex.root_can_resume() {
+                            self.fetch_for_request(state, ex, index, remote, cell, now);
+                        }
+                        return Ok(Verified::Pause);
+                    }
                     None => {
                         return Err(fail(Denial::invalid(
                             "jwks_unavailable",

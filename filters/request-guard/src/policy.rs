@@ -168,7 +168,21 @@ impl Policy for RequestGuardPolicy {
             }
             state.body_done = true;
             let bytes = ex.host().request_body(0, body_size).unwrap_or_default();
-            if !bytes.is_empty() {
+            if bytes.len() < body_size {
+                // The host did not hand over the whole body, and an unchecked body must not pass. Kong's
+                // engine cannot read a body nginx buffered to a temporary file, i.e. one larger than
+                // `client_body_buffer_size` ("cannot read request body buffered to file", ngx_wasm_module
+                // src/common/proxy_wasm/ngx_proxy_wasm_host.c): too large for this gateway to inspect, as
+                // Envoy says itself with its 413 beyond its buffer limit.
+                log::warn!(
+                    "the host handed over {} of {body_size} request body bytes; refused as too large to \
+                     inspect (Kong: client_body_buffer_size must hold body.max_bytes)",
+                    bytes.len()
+                );
+                if let Some(d) = self.block(Reason::BodyTooLarge, ex, Some(total)) {
+                    return d;
+                }
+            } else if !bytes.is_empty() {
                 if let Err(problem) = json::check(&bytes, body.max_json_depth) {
                     let detail = match problem {
                         JsonProblem::Invalid => 0,

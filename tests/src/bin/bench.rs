@@ -1,12 +1,20 @@
 //! `scripts/bench`: every variant of `portcullis_e2e::bench` in its own Envoy (one worker, pinned to CPU 1 when
 //! there are two), loaded in turn by wrk (pinned to CPU 0) for several interleaved rounds (A B C A B C …) so
-//! drift hits every variant alike. Writes bench/results.json and bench/RESULTS.md.
+//! drift hits every variant alike; then the same on Kong's engine when one is installed (one nginx worker
+//! pinned the same way; `bench::engine_variants`). Writes bench/results.json, bench/results-kong-engine.json
+//! and bench/RESULTS.md.
 //!   bench [--quick] [--duration SECS] [--rounds N] [--connections N] [--only SUBSTRING] [--nice N] [--report-only]
-//!         [--perf]   (instead of measuring: `perf record` each variant's Envoy under load, print where its CPU went)
+//!         [--host envoy|kong-engine|all]   (default all: Envoy, then Kong's engine if there is one; `kong-engine`
+//!                                          without an engine prints `skipped: <reason>` and exits 3)
+//!         [--perf]   (instead of measuring: `perf record` each variant's proxy under load, print where its CPU went)
 
-use portcullis_e2e::bench::{bootstrap, variants, wasm_files, Variant};
-use portcullis_e2e::{paths, Envoy};
+use portcullis_e2e::bench::{
+    bootstrap, engine_variants, variants, wasm_files, EngineVariant, Variant,
+};
+use portcullis_e2e::kong_engine::{EngineConfig, KongEngine};
+use portcullis_e2e::{paths, Envoy, HostKind, Proxy};
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 struct Options {
@@ -19,6 +27,8 @@ struct Options {
     /// Rewrite RESULTS.md and the chart from bench/results.json without measuring.
     report_only: bool,
     perf: bool,
+    /// `None`: every host there is.
+    host: Option<HostKind>,
 }
 
 fn options() -> Result<Options, String> {
@@ -31,6 +41,7 @@ fn options() -> Result<Options, String> {
         nice: -10,
         report_only: false,
         perf: false,
+        host: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -53,6 +64,15 @@ fn options() -> Result<Options, String> {
             "--only" => o.only = Some(value("--only")?),
             "--report-only" => o.report_only = true,
             "--perf" => o.perf = true,
+            "--host" => {
+                o.host = match value("--host")?.as_str() {
+                    "all" => None,
+                    name => Some(
+                        HostKind::parse(name)
+                            .ok_or(format!("--host {name}: expected envoy, kong-engine or all"))?,
+                    ),
+                }
+            }
             "--nice" => o.nice = value("--nice")?.parse().map_err(|e| format!("{e}"))?,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -142,17 +162,13 @@ fn wrk(
     })
 }
 
-/// Samples Envoy's CPU (`perf record`) while wrk loads it, then prints the split by shared object (Envoy's
-/// C++, V8's JIT code = the wasm, libc, kernel) and the hottest symbols. Envoy's binary is stripped, so its
-/// own frames show as addresses; the wasm shows as `[JIT]`/unknown unless V8 writes a perf map.
-fn profile(
-    v: &Variant,
-    e: &Envoy,
-    script: Option<&std::path::Path>,
-    o: &Options,
-    pin: bool,
-) -> Result<(), String> {
-    let data = e.dir.join("perf.data");
+/// Samples the proxy's CPU (`perf record` of Envoy, or of the engine's worker) while wrk loads it, then prints
+/// the split by shared object (Envoy's C++ and V8's JIT code = the wasm; nginx, libwasmtime and its JIT code;
+/// libc, kernel) and the hottest symbols. Envoy's binary is stripped, so its own frames show as addresses; JIT
+/// code shows as `[JIT]`/unknown unless the runtime writes a perf map.
+fn profile(t: &Target, o: &Options, pin: bool) -> Result<(), String> {
+    let v = &t.variant;
+    let data = t.dir().join("perf.data");
     let mut perf = Command::new("perf")
         .args([
             "record",
@@ -160,7 +176,7 @@ fn profile(
             "-F",
             "2999",
             "-p",
-            &e.pid().to_string(),
+            &t.busy_pid().to_string(),
             "-o",
         ])
         .arg(&data)
@@ -169,7 +185,14 @@ fn profile(
         .spawn()
         .map_err(|err| format!("perf: {err} (install linux-perf)"))?;
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let sample = wrk(e.listener, v, script, o, o.duration_s, pin);
+    let sample = wrk(
+        t.proxy.listener(),
+        v,
+        t.script.as_deref(),
+        o,
+        o.duration_s,
+        pin,
+    );
     // SAFETY: SIGINT to the perf child we spawned, so it writes its data file and exits.
     unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
     let _ = perf.wait();
@@ -237,163 +260,186 @@ fn unexpected(v: &Variant, s: &Sample) -> u64 {
     }
 }
 
-fn main() -> ExitCode {
-    let o = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("bench: {e}");
-            return ExitCode::FAILURE;
+/// One variant running in its own proxy, with the wrk script that builds its requests.
+struct Target {
+    variant: Variant,
+    proxy: Proxy,
+    script: Option<PathBuf>,
+}
+
+impl Target {
+    /// The process that serves the requests: Envoy, or the engine's (single) worker.
+    fn busy_pid(&self) -> u32 {
+        match &self.proxy {
+            Proxy::KongEngine(k) => k.worker_pids().first().copied().unwrap_or(k.pid()),
+            other => other.pid(),
         }
-    };
-    if o.report_only {
-        let path = paths::repo_root().join("bench/results.json");
-        return match std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
-        {
-            Ok(report) => write_report(&report),
-            Err(e) => {
-                eprintln!("bench: {}: {e}", path.display());
-                ExitCode::FAILURE
+    }
+
+    fn dir(&self) -> &Path {
+        match &self.proxy {
+            Proxy::Envoy(e) => &e.dir,
+            Proxy::KongEngine(k) => &k.dir,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let mut log = self.proxy.logs();
+        if log.len() > 3000 {
+            let mut at = log.len() - 3000;
+            while !log.is_char_boundary(at) {
+                at += 1;
             }
-        };
+            log = log.split_off(at);
+        }
+        log
     }
-    let pin = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-    // Envoy and wrk inherit this priority: on a machine shared with compilers the measured processes win
-    // their CPU (root only; otherwise the run goes on at normal priority and the report says so).
-    // SAFETY: setpriority on our own process with plain integer arguments.
-    let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, o.nice) } == 0;
-    let load_before = load_average();
-    let mut chosen: Vec<Variant> = Vec::new();
-    let mut skipped: Vec<String> = Vec::new();
-    let mut all = variants();
-    if o.only.as_deref().is_some_and(|s| s.starts_with("probe")) {
-        all.extend(portcullis_e2e::bench::probe_variants());
+
+    /// Memory after warm-up: Envoy's `/memory` `allocated`, the engine worker's resident set.
+    fn memory_bytes(&self) -> Option<u64> {
+        match &self.proxy {
+            Proxy::Envoy(e) => allocated_bytes(e),
+            Proxy::KongEngine(_) => {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", self.busy_pid())).ok()?;
+                let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+                Some(
+                    kb.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()?
+                        * 1024,
+                )
+            }
+        }
     }
-    for v in all {
+}
+
+/// The variants `--only` selects whose wasm files are built; the others are reported as skipped.
+fn choose<T>(
+    items: Vec<T>,
+    variant: impl Fn(&T) -> &Variant,
+    o: &Options,
+) -> (Vec<T>, Vec<String>) {
+    let mut chosen = Vec::new();
+    let mut skipped = Vec::new();
+    for item in items {
+        let v = variant(&item);
         if o.only
             .as_ref()
             .is_some_and(|s| !v.name.contains(s.as_str()) && v.group != "base")
         {
             continue;
         }
-        let missing: Vec<String> = wasm_files(&v)
+        let missing: Vec<String> = wasm_files(v)
             .into_iter()
             .filter(|w| !paths::repo_root().join(w).exists())
             .map(|w| w.display().to_string())
             .collect();
         if missing.is_empty() {
-            chosen.push(v);
+            chosen.push(item);
         } else {
             skipped.push(format!("{} ({} not built)", v.name, missing.join(", ")));
         }
     }
-    println!(
-        "bench: {} variants, {} round(s) × {} s, {} connections, envoy pinned: {pin}, load {load_before}",
-        chosen.len(),
-        o.rounds,
-        o.duration_s,
-        o.connections
-    );
-    let mut envoys = Vec::new();
-    let mut scripts: Vec<Option<std::path::PathBuf>> = Vec::new();
-    for v in &chosen {
-        let dir = paths::scratch_dir("bench");
-        let path = dir.join("envoy.json");
-        if let Err(e) = std::fs::write(&path, bootstrap(v).to_string()) {
-            eprintln!("bench: {e}");
-            return ExitCode::FAILURE;
-        }
-        let script = v.wrk_script.as_ref().map(|text| {
+    (chosen, skipped)
+}
+
+/// A fresh folder for one variant, with its wrk script if it has one.
+fn scratch(v: &Variant) -> Result<(PathBuf, Option<PathBuf>), String> {
+    let dir = paths::scratch_dir("bench");
+    let script = match &v.wrk_script {
+        Some(text) => {
             let p = dir.join("wrk.lua");
-            let _ = std::fs::write(&p, text);
-            p
-        });
-        scripts.push(script);
-        match Envoy::start_file_on_cpu(&path, &dir, 1, pin.then_some(1)) {
-            Ok(e) => envoys.push(e),
-            Err(e) => {
-                eprintln!("bench: {} did not start: {e}", v.name);
-                return ExitCode::FAILURE;
-            }
+            std::fs::write(&p, text).map_err(|e| e.to_string())?;
+            Some(p)
         }
-    }
-    // warm-up: JIT tiers, connection pools, allocator, the verified-token caches
-    for ((v, e), script) in chosen.iter().zip(&envoys).zip(&scripts) {
-        match wrk(e.listener, v, script.as_deref(), &o, 1, pin) {
+        None => None,
+    };
+    Ok((dir, script))
+}
+
+/// Warm-up (JIT tiers, connection pools, allocator, the verified-token caches), which also checks that every
+/// variant answers what it should.
+fn warm_up(targets: &[Target], o: &Options, pin: bool) -> Result<(), String> {
+    for t in targets {
+        let v = &t.variant;
+        match wrk(t.proxy.listener(), v, t.script.as_deref(), o, 1, pin) {
             // (an always-limited variant lets its first request through: its bucket starts full)
             Ok(s) if unexpected(v, &s) > s.requests / 100 => {
-                let mut log = e.logs();
-                if log.len() > 3000 {
-                    log = log.split_off(log.len() - 3000);
-                }
-                eprintln!(
-                    "bench: warm-up {}: {} of {} responses were not {} — the variant is misconfigured:\n{log}",
-                    v.name,
-                    unexpected(v, &s),
-                    s.requests,
-                    v.expected_status
-                );
-                return ExitCode::FAILURE;
+                return Err(format!(
+                "warm-up {}: {} of {} responses were not {} — the variant is misconfigured:\n{}",
+                v.name,
+                unexpected(v, &s),
+                s.requests,
+                v.expected_status,
+                t.log_tail()
+            ))
             }
             Ok(_) => {}
-            Err(err) => {
-                let mut log = e.logs();
-                if log.len() > 3000 {
-                    log = log.split_off(log.len() - 3000);
-                }
-                eprintln!("bench: warm-up {}: {err}\n{log}", v.name);
-                return ExitCode::FAILURE;
-            }
+            Err(err) => return Err(format!("warm-up {}: {err}\n{}", v.name, t.log_tail())),
         }
     }
-    if o.perf {
-        for ((v, e), script) in chosen.iter().zip(&envoys).zip(&scripts) {
-            if let Err(err) = profile(v, e, script.as_deref(), &o, pin) {
-                eprintln!("bench: perf {}: {err}", v.name);
-                return ExitCode::FAILURE;
-            }
-        }
-        return ExitCode::SUCCESS;
-    }
-    let memory: Vec<Option<u64>> = envoys.iter().map(allocated_bytes).collect();
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); chosen.len()];
-    for round in 0..o.rounds {
-        for (i, ((v, e), script)) in chosen.iter().zip(&envoys).zip(&scripts).enumerate() {
-            match wrk(e.listener, v, script.as_deref(), &o, o.duration_s, pin) {
-                Ok(s) => {
-                    println!(
-                        "  round {} {:<28} {:>9.0} rps  p50 {:>7.0} µs  p99 {:>7.0} µs",
-                        round + 1,
-                        v.name,
-                        s.rps,
-                        s.p50_us,
-                        s.p99_us
-                    );
-                    if unexpected(v, &s) > 0 {
-                        println!(
-                            "    ({} responses were not {})",
-                            unexpected(v, &s),
-                            v.expected_status
-                        );
-                    }
-                    samples[i].push(s);
-                }
-                Err(e) => {
-                    eprintln!("bench: {}: {e}", v.name);
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-    }
-    drop(envoys);
-    let load_after = load_average();
+    Ok(())
+}
 
-    let summary: Vec<Value> = chosen
+/// Interleaved rounds (A B C A B C …): every variant's samples, and the load average after each round.
+fn measure(
+    targets: &[Target],
+    o: &Options,
+    pin: bool,
+) -> Result<(Vec<Vec<Sample>>, Vec<String>), String> {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
+    let mut loads = Vec::new();
+    for round in 0..o.rounds {
+        for (i, t) in targets.iter().enumerate() {
+            let v = &t.variant;
+            let s = wrk(
+                t.proxy.listener(),
+                v,
+                t.script.as_deref(),
+                o,
+                o.duration_s,
+                pin,
+            )
+            .map_err(|e| format!("{}: {e}", v.name))?;
+            println!(
+                "  round {} {:<28} {:>9.0} rps  p50 {:>7.0} µs  p99 {:>7.0} µs",
+                round + 1,
+                v.name,
+                s.rps,
+                s.p50_us,
+                s.p99_us
+            );
+            if unexpected(v, &s) > 0 {
+                println!(
+                    "    ({} responses were not {})",
+                    unexpected(v, &s),
+                    v.expected_status
+                );
+            }
+            samples[i].push(s);
+        }
+        loads.push(load_average());
+        println!("  (load after round {}: {})", round + 1, loads[round]);
+    }
+    Ok((samples, loads))
+}
+
+/// One row per variant (its best round), with ratios to no filter, native and Lua and the µs it adds.
+fn rows(
+    targets: &[Target],
+    samples: &[Vec<Sample>],
+    memory: &[Option<u64>],
+    memory_key: &str,
+) -> Vec<Value> {
+    let summary: Vec<Value> = targets
         .iter()
-        .zip(&samples)
-        .zip(&memory)
-        .map(|((v, s), mem)| {
+        .zip(samples)
+        .zip(memory)
+        .map(|((t, s), mem)| {
+            let v = &t.variant;
             let best = s
                 .iter()
                 .max_by(|a, b| a.rps.total_cmp(&b.rps))
@@ -404,7 +450,7 @@ fn main() -> ExitCode {
                 .filter_map(|w| std::fs::metadata(paths::repo_root().join(w)).ok())
                 .map(|m| m.len())
                 .collect();
-            json!({
+            let mut row = json!({
                 "name": v.name, "group": v.group, "kind": v.kind,
                 // The best round (highest RPS) stands for the variant: on a shared machine interference only
                 // ever lowers throughput, so the least disturbed round is the closest to the filter's own cost.
@@ -416,17 +462,20 @@ fn main() -> ExitCode {
                 "rps_rounds": s.iter().map(|x| x.rps.round()).collect::<Vec<_>>(),
                 "expected_status": v.expected_status,
                 "unexpected_responses": s.iter().map(|x| unexpected(v, x)).sum::<u64>(),
-                "envoy_allocated_bytes": mem,
                 "wasm_filters": sizes.len(),
                 "wasm_bytes": (!sizes.is_empty()).then(|| sizes.iter().sum::<u64>()),
                 "largest_wasm_bytes": sizes.iter().max(),
-            })
+            });
+            row[memory_key] = json!(mem);
+            row
         })
         .collect();
     let find = |pred: &dyn Fn(&Value) -> bool| summary.iter().find(|x| pred(x)).cloned();
     let baseline = find(&|x| x["kind"] == "baseline");
     let noop = find(&|x| x["kind"] == "noop");
-    let mut rows = Vec::new();
+    // mean service time per request (1 worker: 1/RPS) minus another variant's: the difference in CPU cost
+    let service_us = |x: &Value| x["rps"].as_f64().map(|r| 1e6 / r);
+    let mut out = Vec::new();
     for x in &summary {
         let group = x["group"].as_str().unwrap_or("");
         let of = |kind: &str| find(&|y| y["group"] == group && y["kind"] == kind);
@@ -435,6 +484,11 @@ fn main() -> ExitCode {
                 .as_ref()
                 .and_then(|o| o["rps"].as_f64())
                 .map(|r| x["rps"].as_f64().unwrap_or(0.0) / r)
+        };
+        let added = |other: &Option<Value>| {
+            other
+                .as_ref()
+                .and_then(|o| Some(service_us(x)? - service_us(o)?))
         };
         let mut row = x.clone();
         row["vs_baseline"] = json!(ratio(&baseline));
@@ -454,41 +508,291 @@ fn main() -> ExitCode {
         row["added_p50_over_noop_us"] = json!(noop
             .as_ref()
             .and_then(|n| Some(x["p50_us"].as_f64()? - n["p50_us"].as_f64()?)));
-        // mean service time per request (1 worker: 1/RPS) minus the no-filter one: the filter's CPU cost
-        row["added_us_per_request"] = json!(baseline
-            .as_ref()
-            .and_then(|b| Some(1e6 / x["rps"].as_f64()? - 1e6 / b["rps"].as_f64()?)));
-        rows.push(row);
+        row["added_us_per_request"] = json!(added(&baseline));
+        row["added_us_over_noop"] = json!(added(&noop));
+        out.push(row);
     }
-    let date = Command::new("date")
+    out
+}
+
+fn utc_now() -> String {
+    Command::new("date")
         .arg("-u")
         .arg("+%Y-%m-%d %H:%M UTC")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let report = json!({
-        "date": date, "machine": machine(), "envoy": "1.40.0 (--concurrency 1)",
-        "quick": o.quick, "duration_s": o.duration_s, "rounds": o.rounds, "connections": o.connections,
-        "pinned": pin, "nice": niced.then_some(o.nice), "load_average_before": load_before, "load_average_after": load_after,
-        "rotating_tokens": portcullis_e2e::bench::ROTATING_TOKENS,
-        "results": rows, "skipped": skipped,
-    });
+        .unwrap_or_default()
+}
+
+fn write_json(name: &str, report: &Value) {
     let dir = paths::repo_root().join("bench");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(
-        dir.join("results.json"),
-        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        dir.join(name),
+        serde_json::to_string_pretty(report).unwrap_or_default() + "\n",
     );
-    write_report(&report)
 }
 
-/// bench/RESULTS.md and bench/ratios.png from a report.
-fn write_report(report: &Value) -> ExitCode {
+/// Measures `targets` (the report's common part), or with `--perf` profiles them (`None`).
+fn run(
+    targets: &[Target],
+    o: &Options,
+    pin: bool,
+    memory_key: &str,
+) -> Result<Option<Value>, String> {
+    warm_up(targets, o, pin)?;
+    if o.perf {
+        for t in targets {
+            profile(t, o, pin).map_err(|err| format!("perf {}: {err}", t.variant.name))?;
+        }
+        return Ok(None);
+    }
+    let memory: Vec<Option<u64>> = targets.iter().map(Target::memory_bytes).collect();
+    let (samples, loads) = measure(targets, o, pin)?;
+    Ok(Some(json!({
+        "date": utc_now(), "machine": machine(),
+        "quick": o.quick, "duration_s": o.duration_s, "rounds": o.rounds, "connections": o.connections,
+        "pinned": pin, "load_average_rounds": loads,
+        "results": rows(targets, &samples, &memory, memory_key),
+    })))
+}
+
+/// The Envoy run: bench/results.json.
+fn run_envoy(o: &Options, pin: bool, niced: bool) -> Result<(), String> {
+    let load_before = load_average();
+    let mut all = variants();
+    if o.only.as_deref().is_some_and(|s| s.starts_with("probe")) {
+        all.extend(portcullis_e2e::bench::probe_variants());
+    }
+    let (chosen, skipped) = choose(all, |v| v, o);
+    println!(
+        "bench (envoy): {} variants, {} round(s) × {} s, {} connections, envoy pinned: {pin}, load {load_before}",
+        chosen.len(),
+        o.rounds,
+        o.duration_s,
+        o.connections
+    );
+    let mut targets = Vec::new();
+    for v in chosen {
+        let (dir, script) = scratch(&v)?;
+        let path = dir.join("envoy.json");
+        std::fs::write(&path, bootstrap(&v).to_string()).map_err(|e| e.to_string())?;
+        let envoy = Envoy::start_file_on_cpu(&path, &dir, 1, pin.then_some(1))
+            .map_err(|e| format!("{} did not start: {e}", v.name))?;
+        targets.push(Target {
+            variant: v,
+            proxy: Proxy::Envoy(envoy),
+            script,
+        });
+    }
+    let report = run(&targets, o, pin, "envoy_allocated_bytes")?;
+    drop(targets);
+    let Some(mut report) = report else {
+        return Ok(());
+    };
+    report["envoy"] = json!("1.40.0 (--concurrency 1)");
+    report["nice"] = json!(niced.then_some(o.nice));
+    report["load_average_before"] = json!(load_before);
+    report["load_average_after"] = json!(load_average());
+    report["rotating_tokens"] = json!(portcullis_e2e::bench::ROTATING_TOKENS);
+    report["skipped"] = json!(skipped);
+    write_json("results.json", &report);
+    Ok(())
+}
+
+/// The engine's versions: nginx from `nginx -V`, ngx_wasm_module's commit and wasmtime's version from the
+/// sources and headers it was built with (as its configure line names them), where they are still there.
+fn engine_pins(binary: &Path) -> String {
+    let v = Command::new(binary)
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    let nginx = v
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("nginx version: "))
+        .unwrap_or("nginx (unknown version)")
+        .replace('/', " ");
+    // the configure line's words, quotes removed (`--with-cc-opt='-I/x -O2'`)
+    let words: Vec<String> = v.split_whitespace().map(|w| w.replace('\'', "")).collect();
+    let arg = |prefix: &str| {
+        words.iter().find_map(|w| {
+            let w = w.strip_prefix("--with-cc-opt=").unwrap_or(w);
+            w.strip_prefix(prefix).map(str::to_string)
+        })
+    };
+    let module = arg("--add-module=")
+        .and_then(|dir| {
+            let out = Command::new("git")
+                .args(["-C", &dir, "rev-parse", "--short=7", "HEAD"])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .unwrap_or_else(|| "(commit unknown)".into());
+    let wasmtime = arg("-I")
+        .and_then(|inc| std::fs::read_to_string(Path::new(&inc).join("wasmtime.h")).ok())
+        .and_then(|h| {
+            h.lines().find_map(|l| {
+                l.strip_prefix("#define WASMTIME_VERSION ")
+                    .map(|x| x.trim().trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "(version unknown)".into());
+    format!("{nginx} + ngx_wasm_module {module} + wasmtime {wasmtime}")
+}
+
+/// The Kong-engine run: bench/results-kong-engine.json.
+fn run_engine(o: &Options, pin: bool, niced: bool, binary: &Path) -> Result<(), String> {
+    let load_before = load_average();
+    let (chosen, skipped) = choose(engine_variants(), |e: &EngineVariant| &e.variant, o);
+    let engine = engine_pins(binary);
+    println!(
+        "bench (kong-engine: {engine}): {} variants, {} round(s) × {} s, {} connections, worker pinned: {pin}, load {load_before}",
+        chosen.len(),
+        o.rounds,
+        o.duration_s,
+        o.connections
+    );
+    let mut targets = Vec::new();
+    for e in chosen {
+        let (_, script) = scratch(&e.variant)?;
+        let config = EngineConfig::bench(e.chain, e.native, pin.then_some(1))
+            .map_err(|err| format!("{}: {err}", e.variant.name))?;
+        let engine = KongEngine::start(&config)
+            .map_err(|err| format!("{} did not start: {err}", e.variant.name))?;
+        targets.push(Target {
+            variant: e.variant,
+            proxy: Proxy::KongEngine(engine),
+            script,
+        });
+    }
+    let report = run(&targets, o, pin, "worker_rss_bytes");
+    // a trap or a failed worker fails the run here, with its lines, rather than in the engine's drop
+    let mut fatal = Vec::new();
+    for t in &mut targets {
+        if let Proxy::KongEngine(k) = &t.proxy {
+            let lines = k.fatal_log_lines();
+            if let Some(first) = lines.first() {
+                fatal.push(format!(
+                    "{} ({} lines): {first}",
+                    t.variant.name,
+                    lines.len()
+                ));
+            }
+        }
+        t.proxy.expect_fatal_log_lines();
+    }
+    drop(targets);
+    let report = report?;
+    if !fatal.is_empty() {
+        return Err(format!(
+            "Kong's engine logged fatal errors:\n{}",
+            fatal.join("\n")
+        ));
+    }
+    let Some(mut report) = report else {
+        return Ok(());
+    };
+    report["host"] = json!("kong-engine");
+    report["engine"] = json!(engine);
+    report["nice"] = json!(niced.then_some(o.nice));
+    report["load_average_before"] = json!(load_before);
+    report["load_average_after"] = json!(load_average());
+    report["skipped"] = json!(skipped);
+    write_json("results-kong-engine.json", &report);
+    Ok(())
+}
+
+/// Exit status of `--host kong-engine` without an engine (a skip, as in scripts/test).
+const SKIPPED: u8 = 3;
+
+fn main() -> ExitCode {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if o.report_only {
+        return write_report();
+    }
+    let pin = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    // The proxies and wrk inherit this priority: on a machine shared with compilers the measured processes win
+    // their CPU (root only; otherwise the run goes on at normal priority and the report says so).
+    // SAFETY: setpriority on our own process with plain integer arguments.
+    let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, o.nice) } == 0;
+    let hosts = match o.host {
+        Some(h) => vec![h],
+        None => vec![HostKind::Envoy, HostKind::KongEngine],
+    };
+    for host in hosts {
+        let result = match host {
+            HostKind::Envoy => run_envoy(&o, pin, niced),
+            HostKind::KongEngine => match paths::kong_engine_binary() {
+                Ok(binary) => run_engine(&o, pin, niced, &binary),
+                Err(reason) if o.host.is_some() => {
+                    println!("skipped: {reason}");
+                    return ExitCode::from(SKIPPED);
+                }
+                Err(reason) => {
+                    println!("bench: Kong's engine skipped: {reason}");
+                    Ok(())
+                }
+            },
+        };
+        if let Err(e) = result {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if o.perf {
+        return ExitCode::SUCCESS;
+    }
+    write_report()
+}
+
+fn read_report(name: &str) -> Option<Value> {
+    let path = paths::repo_root().join("bench").join(name);
+    let text = std::fs::read_to_string(&path).ok()?;
+    serde_json::from_str(&text)
+        .map_err(|e| eprintln!("bench: {}: {e}", path.display()))
+        .ok()
+}
+
+/// bench/RESULTS.md from bench/results.json and bench/results-kong-engine.json (whichever exist), and the
+/// chart bench/ratios.png from Envoy's.
+fn write_report() -> ExitCode {
     let dir = paths::repo_root().join("bench");
-    let md = markdown(report);
+    let envoy = read_report("results.json");
+    let engine = read_report("results-kong-engine.json");
+    if envoy.is_none() && engine.is_none() {
+        eprintln!("bench: no bench/results.json or bench/results-kong-engine.json to report");
+        return ExitCode::FAILURE;
+    }
+    let mut md = match &envoy {
+        Some(report) => markdown(report),
+        None => "# Benchmark results\n\n".to_string(),
+    };
+    if let Some(report) = &engine {
+        md.push_str(&engine_markdown(report));
+    }
+    // The hand-written analysis of the committed run (where the time goes, what was profiled) is kept in
+    // bench/ANALYSIS.md and appended, so a re-run refreshes the numbers without losing it.
+    if let Ok(notes) = std::fs::read_to_string(dir.join("ANALYSIS.md")) {
+        md.push('\n');
+        md.push_str(&notes);
+    }
     let _ = std::fs::write(dir.join("RESULTS.md"), &md);
     println!("\n{md}");
-    let svg = chart::svg(report);
+    let Some(report) = envoy else {
+        return ExitCode::SUCCESS;
+    };
+    let svg = chart::svg(&report);
     let svg_path = dir.join("ratios.svg");
     let png_path = dir.join("ratios.png");
     let _ = std::fs::write(&svg_path, &svg);
@@ -537,30 +841,11 @@ fn markdown(report: &Value) -> String {
     out.push_str("| variant | RPS | RPS per round | p50 µs | p99 µs | added p50 / p99 vs noop µs | added µs/request vs baseline | vs baseline | vs native | vs Lua | Envoy allocated MB | .wasm KB |\n");
     out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in report["results"].as_array().into_iter().flatten() {
-        let rounds: Vec<String> = r["rps_rounds"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_f64)
-            .map(|x| format!("{x:.0}"))
-            .collect();
-        let mut name = r["name"].as_str().unwrap_or("").to_string();
-        if r["unexpected_responses"].as_u64().unwrap_or(0) > 0 {
-            name.push_str(&format!(
-                " ⚠ {} responses not {}",
-                r["unexpected_responses"], r["expected_status"]
-            ));
-        }
-        let wasm = match (r["wasm_bytes"].as_u64(), r["wasm_filters"].as_u64()) {
-            (Some(b), Some(n)) if n > 1 => format!("{:.0} ({n} files)", b as f64 / 1e3),
-            (Some(b), _) => format!("{:.0}", b as f64 / 1e3),
-            _ => "–".into(),
-        };
         out.push_str(&format!(
             "| {} | {:.0} | {} | {:.0} | {:.0} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
-            name,
+            row_name(r),
             r["rps"].as_f64().unwrap_or(0.0),
-            rounds.join(" "),
+            rps_rounds(r),
             r["p50_us"].as_f64().unwrap_or(0.0),
             r["p99_us"].as_f64().unwrap_or(0.0),
             fmt_us(&r["added_p50_over_noop_us"]),
@@ -572,7 +857,7 @@ fn markdown(report: &Value) -> String {
             r["envoy_allocated_bytes"]
                 .as_u64()
                 .map_or("–".into(), |b| format!("{:.1}", b as f64 / 1e6)),
-            wasm,
+            wasm_size(r),
         ));
     }
     out.push_str(&targets(report));
@@ -588,11 +873,155 @@ fn markdown(report: &Value) -> String {
             skipped.join(", ")
         ));
     }
-    // The hand-written analysis of the committed run (where the time goes, what was profiled) is kept in
-    // bench/ANALYSIS.md and appended, so a re-run refreshes the numbers without losing it.
-    if let Ok(notes) = std::fs::read_to_string(paths::repo_root().join("bench/ANALYSIS.md")) {
-        out.push('\n');
-        out.push_str(&notes);
+    out
+}
+
+/// A row's variant name, flagged when some responses were not the expected status.
+fn row_name(r: &Value) -> String {
+    let mut name = r["name"].as_str().unwrap_or("").to_string();
+    if r["unexpected_responses"].as_u64().unwrap_or(0) > 0 {
+        name.push_str(&format!(
+            " ⚠ {} responses not {}",
+            r["unexpected_responses"], r["expected_status"]
+        ));
+    }
+    name
+}
+
+fn rps_rounds(r: &Value) -> String {
+    let rounds: Vec<String> = r["rps_rounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .map(|x| format!("{x:.0}"))
+        .collect();
+    rounds.join(" ")
+}
+
+fn wasm_size(r: &Value) -> String {
+    match (r["wasm_bytes"].as_u64(), r["wasm_filters"].as_u64()) {
+        (Some(b), Some(n)) if n > 1 => format!("{:.0} ({n} files)", b as f64 / 1e3),
+        (Some(b), _) => format!("{:.0}", b as f64 / 1e3),
+        _ => "–".into(),
+    }
+}
+
+fn fmt_added_us(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |v| format!("{v:+.1}"))
+}
+
+/// Goals on Kong's engine: each single filter adds at most this much over the empty filter…
+const ENGINE_SINGLE_FILTER_MAX_US: f64 = 2.0;
+/// …and the 5-policy bundle keeps at least this share of the no-filter throughput.
+const ENGINE_BUNDLE_MIN_RATIO: f64 = 0.6;
+
+/// The "Kong's engine" section of RESULTS.md (from bench/results-kong-engine.json): method, table, goals.
+fn engine_markdown(report: &Value) -> String {
+    let text = |key: &str| report[key].as_str().unwrap_or("").to_string();
+    let loads: Vec<&str> = report["load_average_rounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str()?.split_whitespace().next())
+        .collect();
+    let mut out = String::from("\n## Kong's engine\n\n");
+    out.push_str(&format!(
+        "Measured {} on {} with `scripts/bench --host kong-engine{}`: {}. The variants of the Envoy table that are \
+         made only of wasm filters, running the same `.wasm` files with the same configuration texts, plus nginx's own \
+         `proxy_set_header` (with `add_header`) and `limit_req` as native anchors. Method as for Envoy: one nginx \
+         worker pinned to CPU 1 (taskset) and wrk (1 thread × {} connections) to CPU 0: {}; nice {}; {} s × {} \
+         interleaved round(s), each variant's numbers from its best round (highest RPS). Each request is proxied \
+         (`proxy_pass`, upstream connections kept alive as Kong keeps them by default) to an origin served by the \
+         same worker (`return 200`), so only the engine is measured. µs/request is the difference in mean service time \
+         (1/RPS of the one worker) from no filter and from the empty filter (`noop`, bench/noop). Load average \
+         (1/5/15 min) before / after: {} / {}; 1-minute load after each round: {}.\n\n",
+        text("date"),
+        text("machine"),
+        if report["quick"] == true { " --quick" } else { "" },
+        text("engine"),
+        report["connections"],
+        report["pinned"],
+        report["nice"],
+        report["duration_s"],
+        report["rounds"],
+        text("load_average_before"),
+        text("load_average_after"),
+        loads.join(", "),
+    ));
+    out.push_str("| variant | RPS | RPS per round | p50 µs | p99 µs | vs no filter | µs/request over no filter | µs/request over empty filter | vs native | worker RSS MB | .wasm KB |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let rows: Vec<&Value> = report["results"].as_array().into_iter().flatten().collect();
+    for r in &rows {
+        out.push_str(&format!(
+            "| {} | {:.0} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            row_name(r),
+            r["rps"].as_f64().unwrap_or(0.0),
+            rps_rounds(r),
+            r["p50_us"].as_f64().unwrap_or(0.0),
+            r["p99_us"].as_f64().unwrap_or(0.0),
+            fmt_ratio(&r["vs_baseline"]),
+            fmt_added_us(&r["added_us_per_request"]),
+            fmt_added_us(&r["added_us_over_noop"]),
+            fmt_ratio(&r["vs_native"]),
+            r["worker_rss_bytes"]
+                .as_u64()
+                .map_or("–".into(), |b| format!("{:.1}", b as f64 / 1e6)),
+            wasm_size(r),
+        ));
+    }
+    out.push_str(
+        "\n### Goals on Kong's engine\n\n| goal | variant | measured | status |\n|---|---|---:|---|\n",
+    );
+    for r in &rows {
+        // one Portcullis filter alone (the chain group's 5 separate filters are not one filter)
+        if r["kind"] != "portcullis" || r["group"] == "chain" {
+            continue;
+        }
+        if let Some(us) = r["added_us_over_noop"].as_f64() {
+            out.push_str(&format!(
+                "| each single filter ≤ +{ENGINE_SINGLE_FILTER_MAX_US} µs/request over the empty filter | {} | {us:+.1} µs | {} |\n",
+                r["name"].as_str().unwrap_or(""),
+                verdict(us <= ENGINE_SINGLE_FILTER_MAX_US)
+            ));
+        }
+    }
+    for (goal, name) in [
+        (
+            format!("bundle of 5 ≥ {ENGINE_BUNDLE_MIN_RATIO}× no filter"),
+            "chain/bundle",
+        ),
+        (
+            "(no goal) the 5 policies as separate filters vs no filter".to_string(),
+            "chain/portcullis",
+        ),
+    ] {
+        let Some(r) = rows.iter().find(|r| r["name"] == name) else {
+            continue;
+        };
+        if let Some(ratio) = r["vs_baseline"].as_f64() {
+            let status = if name == "chain/bundle" {
+                verdict(ratio >= ENGINE_BUNDLE_MIN_RATIO)
+            } else {
+                "–"
+            };
+            out.push_str(&format!(
+                "| {goal} | {name} | {ratio:.2}× ({} µs/request) | {status} |\n",
+                fmt_added_us(&r["added_us_per_request"])
+            ));
+        }
+    }
+    let skipped: Vec<&str> = report["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !skipped.is_empty() {
+        out.push_str(&format!(
+            "\nNot measured (filter not built): {}\n",
+            skipped.join(", ")
+        ));
     }
     out
 }

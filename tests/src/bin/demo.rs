@@ -1,19 +1,19 @@
-//! `scripts/demo`: starts the echo upstreams and Envoy with the demo bootstrap (`--config FILE`; default
-//! `envoy/demo.yaml`, which `portcullis render` generates from `envoy/demo.portcullis.yaml`), sends requests that
-//! show each filter's effect, prints what the client sent, what the upstream received and what the client got
-//! back, then stops everything. `--serve` keeps it running until Ctrl-C.
+//! `scripts/demo`: starts the echo upstreams and the gateway with the demo's config, sends requests that show
+//! each filter's effect, prints what the client sent, what the upstream received and what the client got back,
+//! then stops everything. `--serve` keeps it running until Ctrl-C.
+//! The gateway is `--host envoy` (default; `--config FILE` is the bootstrap, default `envoy/demo.yaml`, which
+//! `portcullis render` generates from `envoy/demo.portcullis.yaml`) or `--host kong-engine`: Kong's WebAssembly
+//! engine, nginx + ngx_wasm_module, on the nginx.conf `portcullis render --target kong-engine` makes of the
+//! same policy (`--config FILE`, default `target/demo/nginx.conf`).
 //! Every demo is a route of the one listener, selected by its Host (`headers.demo.test`, `jwt.demo.test`, …).
 //! Exits non-zero if an expected effect is missing, so the demo doubles as a smoke check.
 
+use portcullis_e2e::kong_engine::KongEngine;
 use portcullis_e2e::upstream::echo;
-use portcullis_e2e::{paths, Envoy, Recorded, Reply, Request, Response, Upstream};
+use portcullis_e2e::{paths, Envoy, HostKind, Proxy, Recorded, Reply, Request, Response, Upstream};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
-
-/// The demo Envoy's scratch folder (its `envoy.log`), for steps that show a log line.
-static DEMO_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// The echo upstream (`echo` in envoy/demo.portcullis.yaml; the stable side of the canary demo).
 const UPSTREAM: &str = "127.0.0.1:18080";
@@ -27,12 +27,30 @@ struct Step {
     /// The Host header that selects the demo's route.
     host: &'static str,
     requests: fn(SocketAddr) -> Vec<Request>,
-    /// Gets the responses, the requests the echo upstream received and those the canary upstream received
-    /// during the step; Err names a missing effect.
+    /// Gets the gateway, the responses, the requests the echo upstream received and those the canary upstream
+    /// received during the step; Err names a missing effect.
     check: Check,
 }
 
-type Check = fn(&[Response], &[Recorded], &[Recorded]) -> Result<(), String>;
+type Check = fn(&Proxy, &[Response], &[Recorded], &[Recorded]) -> Result<(), String>;
+
+/// What the upstream sees of a request header a filter removed: nothing on Envoy; on Kong's engine the header
+/// arrives empty (nginx forwards the lines ngx_wasm_module marks removed, so Portcullis blanks the value in
+/// place: filters/common/src/exchange.rs).
+fn removed(proxy: &Proxy) -> Option<&'static str> {
+    match proxy.host() {
+        HostKind::Envoy => None,
+        HostKind::KongEngine => Some(""),
+    }
+}
+
+/// The gateway's own status when the upstream cannot be reached: Envoy 503, nginx 502.
+fn upstream_unreachable(proxy: &Proxy) -> u16 {
+    match proxy.host() {
+        HostKind::Envoy => 503,
+        HostKind::KongEngine => 502,
+    }
+}
 
 fn steps() -> Vec<Step> {
     vec![Step {
@@ -44,15 +62,15 @@ fn steps() -> Vec<Step> {
                 .header("x-internal-debug", "1")
                 .header("x-request-id", "demo-req-1")]
         },
-        check: |responses, seen, _| {
+        check: |proxy, responses, seen, _| {
             let up = seen.first().ok_or("the upstream received nothing")?;
             expect_headers(
                 "upstream",
                 &up.headers,
                 &[
                     ("x-consumer", Some("alice")),
-                    ("x-user", None),
-                    ("x-internal-debug", None),
+                    ("x-user", removed(proxy)),
+                    ("x-internal-debug", removed(proxy)),
                     ("x-client-ip", Some("127.0.0.1")),
                     ("x-forwarded-route", Some("GET /orders")),
                     ("via", Some("1.1 portcullis")),
@@ -96,7 +114,7 @@ fn steps() -> Vec<Step> {
                 Request::new(addr, "GET", "/orders").header("authorization", &format!("Bearer {forged}")),
             ]
         },
-        check: |responses, seen, _| {
+        check: |proxy, responses, seen, _| {
             let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
             if statuses != [401, 200, 401] {
                 return Err(format!("statuses {statuses:?}, expected [401, 200, 401]"));
@@ -107,7 +125,7 @@ fn steps() -> Vec<Step> {
             expect_headers(
                 "upstream",
                 &up.headers,
-                &[("x-user", Some("alice")), ("x-tenant", Some("acme")), ("authorization", None)],
+                &[("x-user", Some("alice")), ("x-tenant", Some("acme")), ("authorization", removed(proxy))],
             )?;
             expect_headers("client", &responses[0].headers, &[("www-authenticate", Some("Bearer realm=\"demo\""))])?;
             let c = responses[2].header("www-authenticate").unwrap_or_default();
@@ -121,7 +139,7 @@ fn steps() -> Vec<Step> {
         title: "rate-limit: the seed's per-IP bucket (burst 5, 1/s): 5 pass with RateLimit-* headers, then 429",
         host: "ratelimit.demo.test",
         requests: |addr| (0..7).map(|_| Request::new(addr, "GET", "/search")).collect(),
-        check: |responses, seen, _| {
+        check: |_, responses, seen, _| {
             if seen.len() != 5 {
                 return Err(format!("{} requests reached the upstream, expected 5", seen.len()));
             }
@@ -144,17 +162,18 @@ fn steps() -> Vec<Step> {
         },
     },
     Step {
-        title: "circuit-breaker: 3 upstream failures (Envoy's 503, nothing listens) open it; then it rejects at once",
+        title: "circuit-breaker: 3 upstream failures (nothing listens: Envoy answers 503, nginx 502) open it; then it rejects at once",
         host: "breaker.demo.test",
         // more than 4 requests: the trip is recorded in the log callback, just after the 3rd response
         requests: |addr| (0..6).map(|_| Request::new(addr, "GET", "/flaky")).collect(),
-        check: |responses, seen, _| {
+        check: |proxy, responses, seen, _| {
             if !seen.is_empty() {
                 return Err(format!("{} requests reached the echo upstream", seen.len()));
             }
             let breaker = |r: &Response| r.text().contains("circuit breaker is open");
-            if let Some((i, r)) = responses.iter().take(3).enumerate().find(|(_, r)| r.status != 503 || breaker(r)) {
-                return Err(format!("request {} should fail upstream with Envoy's 503, got {} {}", i + 1, r.status, r.text()));
+            let failed = upstream_unreachable(proxy);
+            if let Some((i, r)) = responses.iter().take(3).enumerate().find(|(_, r)| r.status != failed || breaker(r)) {
+                return Err(format!("request {} should fail upstream with the gateway's {failed}, got {} {}", i + 1, r.status, r.text()));
             }
             let last = responses.last().ok_or("no response")?;
             if last.status != 503 || !breaker(last) {
@@ -180,7 +199,7 @@ fn steps() -> Vec<Step> {
                     .chunked(1024),
             ]
         },
-        check: |responses, seen, _| {
+        check: |_, responses, seen, _| {
             let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
             if statuses != [200, 403, 403, 413] {
                 return Err(format!("expected statuses [200, 403, 403, 413], got {statuses:?}"));
@@ -198,7 +217,7 @@ fn steps() -> Vec<Step> {
             let signed = demo_signed_request(addr);
             vec![signed.clone(), signed, Request::new(addr, "GET", "/ledger")]
         },
-        check: |responses, seen, _| {
+        check: |proxy, responses, seen, _| {
             let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
             if statuses != [200, 401, 401] {
                 return Err(format!("expected statuses [200, 401, 401], got {statuses:?}"));
@@ -207,7 +226,7 @@ fn steps() -> Vec<Step> {
             expect_headers(
                 "upstream",
                 &up.headers,
-                &[("x-consumer-username", Some("alice")), ("authorization", None)],
+                &[("x-consumer-username", Some("alice")), ("authorization", removed(proxy))],
             )?;
             if !responses[1].text().contains("nonce already used") {
                 return Err(format!("the replay should be refused as such, got {}", responses[1].text()));
@@ -227,9 +246,10 @@ fn steps() -> Vec<Step> {
                     .header("x-canary", "true"),
             ]
         },
-        check: |_, seen, canary| {
-            // The upstream tells which route Envoy picked after the filter set x-canary: `to_canary` goes to
-            // the canary upstream, `to_stable` to the echo upstream.
+        check: |_, _, seen, canary| {
+            // The upstream tells which route the gateway picked after the filter set x-canary: `to_canary` goes
+            // to the canary upstream, `to_stable` to the echo upstream (on Kong's engine: a map on x-canary that
+            // nginx evaluates when it connects upstream, after the filter ran).
             let [abc] = canary else {
                 return Err(format!("the canary upstream received {} requests, expected 1 (abc42's)", canary.len()));
             };
@@ -249,7 +269,7 @@ fn steps() -> Vec<Step> {
         },
     },
     Step {
-        title: "observability: trace continued/started (x-trace-id), one JSON log line, labelled Prometheus counts",
+        title: "observability: trace continued/started (x-trace-id), one JSON log line, labelled request counts",
         host: "observability.demo.test",
         requests: |addr| {
             vec![
@@ -259,7 +279,7 @@ fn steps() -> Vec<Step> {
                 Request::new(addr, "GET", "/orders/43"),
             ]
         },
-        check: |responses, seen, _| {
+        check: |proxy, responses, seen, _| {
             let [continued, started] = seen else {
                 return Err(format!("the upstream received {} requests, expected 2", seen.len()));
             };
@@ -275,40 +295,20 @@ fn steps() -> Vec<Step> {
                 return Err(format!("no trace was started: {:?}", started.headers));
             }
             expect_headers("client", &responses[1].headers, &[("x-trace-id", Some(new_trace.as_str()))])?;
-            // Counter additions reach Envoy on the filter's timer (portcullis_common::metrics::FLUSH_PERIOD, 1 s):
-            // poll a little longer than that.
-            let counted = r#"portcullis_http_requests_total{route="observability",method="GET",status_class="2xx"} 2"#;
-            let mut text = String::new();
-            for _ in 0..30 {
-                text = Request::new(SocketAddr::from(([127, 0, 0, 1], 9901)), "GET", "/stats/prometheus")
-                    .try_send()
-                    .map_err(|e| format!("admin: {e}"))?
-                    .text();
-                if text.lines().any(|l| l == counted) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
+            match proxy.envoy() {
+                Some(envoy) => envoy_request_count(envoy)?,
+                None => engine_request_count(proxy)?,
             }
-            println!("    /stats/prometheus excerpt:");
-            // (the latency histogram appears once Envoy merges histograms, every stats flush: 5 s)
-            for line in text.lines().filter(|l| l.starts_with("portcullis_http_") && !l.contains("duration")) {
-                println!("        {line}");
-            }
-            if !text.lines().any(|l| l == counted) {
-                return Err(format!("missing metric line {counted}"));
-            }
-            let log_path = DEMO_DIR.get().map(|d| d.join("envoy.log")).unwrap_or_default();
+            // The access-log filter writes its line through the host's log: Envoy's output, nginx's error log.
             let mut line = None;
             for _ in 0..50 {
-                line = std::fs::read_to_string(&log_path).unwrap_or_default().lines().find_map(|l| {
-                    l.split_once("[access-log] ").map(|(_, json)| json.to_string())
-                });
+                line = proxy.filter_log("access-log").into_iter().next().map(|l| l.message);
                 if line.is_some() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            let line = line.ok_or("no access log line in Envoy's log")?;
+            let line = line.ok_or("no access log line in the gateway's log")?;
             println!("    access log line:\n        {line}");
             let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("not JSON: {e}"))?;
             if v["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" || v["request_headers"]["authorization"] != "[REDACTED]" {
@@ -327,7 +327,7 @@ fn steps() -> Vec<Step> {
                 }
                 r
             },
-            check: |responses, seen, _| {
+            check: |_, responses, seen, _| {
                 let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
                 if statuses != [403, 200, 200, 200, 429] {
                     return Err(format!("expected [403, 200, 200, 200, 429], got {statuses:?}"));
@@ -344,6 +344,62 @@ fn steps() -> Vec<Step> {
             },
         }
     ]
+}
+
+/// The observability step's two requests as the metrics filter counted them, in Envoy's Prometheus output.
+fn envoy_request_count(envoy: &Envoy) -> Result<(), String> {
+    // Counter additions reach Envoy on the filter's timer (portcullis_common::metrics::FLUSH_PERIOD, 1 s):
+    // poll a little longer than that.
+    let counted = r#"portcullis_http_requests_total{route="observability",method="GET",status_class="2xx"} 2"#;
+    let mut text = String::new();
+    for _ in 0..30 {
+        text = envoy
+            .admin_get_now("/stats/prometheus")
+            .map_err(|e| format!("admin: {e}"))?
+            .text();
+        if text.lines().any(|l| l == counted) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("    /stats/prometheus excerpt:");
+    // (the latency histogram appears once Envoy merges histograms, every stats flush: 5 s)
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("portcullis_http_") && !l.contains("duration"))
+    {
+        println!("        {line}");
+    }
+    if !text.lines().any(|l| l == counted) {
+        return Err(format!("missing metric line {counted}"));
+    }
+    Ok(())
+}
+
+/// The same count on Kong's engine. The engine has no metrics endpoint (Kong's Prometheus plugin reads its
+/// shared memory from Lua), so the demo reads the counter through the harness's metric reader: a module and a
+/// server on a port of the harness's own that `KongEngine::start_file` adds to the rendered nginx.conf. The
+/// engine names the series `pw:metrics:<name>`; bare nginx gives filters no route name (`xds.route_name` on
+/// Envoy, `kong.route_id` on Kong), so the route label is `unknown`.
+fn engine_request_count(proxy: &Proxy) -> Result<(), String> {
+    let series = "portcullis_http_requests_total;route=unknown;method=GET;status_class=2xx";
+    let mut count = None;
+    for _ in 0..30 {
+        count = proxy.stat_now(series);
+        if count == Some(2) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("    counter read through the harness's metric reader (the engine serves no metrics itself):");
+    match count {
+        Some(n) => println!("        pw:metrics:{series} {n}"),
+        None => println!("        pw:metrics:{series} (not defined)"),
+    }
+    if count != Some(2) {
+        return Err(format!("pw:metrics:{series} is {count:?}, expected 2"));
+    }
+    Ok(())
 }
 
 /// A GET signed as alice with `portcullis_hmac_auth::sign`: `@request-target`, `date` and a fresh nonce.
@@ -411,35 +467,81 @@ fn show(label: &str, headers: &[(String, String)]) {
     }
 }
 
-/// `--serve` and `--config FILE` (the bootstrap; default `envoy/demo.yaml`).
+/// `--serve`, `--host envoy|kong-engine` and `--config FILE` (Envoy's bootstrap, default `envoy/demo.yaml`;
+/// the engine's nginx.conf, default `target/demo/nginx.conf`).
 struct Args {
     serve: bool,
-    config: PathBuf,
+    host: HostKind,
+    config: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         serve: false,
-        config: paths::repo_root().join("envoy/demo.yaml"),
+        host: HostKind::Envoy,
+        config: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--serve" => args.serve = true,
+            "--host" => {
+                let name = it.next().ok_or("--host needs envoy or kong-engine")?;
+                args.host = HostKind::parse(&name)
+                    .ok_or(format!("--host {name:?}: envoy or kong-engine"))?;
+            }
             "--config" => {
                 let file = it.next().ok_or("--config needs a file")?;
-                // Envoy runs in the repository root: make a path relative to where we were started absolute.
+                // The gateway runs in the repository root: make a path relative to where we were started
+                // absolute.
                 args.config =
-                    std::path::absolute(&file).map_err(|e| format!("--config {file}: {e}"))?;
+                    Some(std::path::absolute(&file).map_err(|e| format!("--config {file}: {e}"))?);
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (--serve, --config FILE)"
+                    "unknown argument {other:?} (--serve, --host envoy|kong-engine, --config FILE)"
                 ))
             }
         }
     }
     Ok(args)
+}
+
+/// Starts the gateway of `host` on `config`, its logs in `dir`; prints where it is up.
+fn start_gateway(
+    host: HostKind,
+    config: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<Proxy, String> {
+    match host {
+        HostKind::Envoy => {
+            let envoy = Envoy::start_file(config, dir, 1)
+                .map_err(|e| format!("Envoy did not start with {}: {e}", config.display()))?;
+            println!(
+                "Envoy is up on http://{} (admin http://{}) with {}",
+                envoy.listener,
+                envoy.admin,
+                config.display()
+            );
+            Ok(Proxy::Envoy(envoy))
+        }
+        HostKind::KongEngine => {
+            let engine = KongEngine::start_file(config, dir).map_err(|e| {
+                format!(
+                    "Kong's engine (nginx + ngx_wasm_module) did not start with {}: {e}",
+                    config.display()
+                )
+            })?;
+            println!(
+                "Kong's engine (nginx + ngx_wasm_module, pid {}) is up on http://{} with {} (its logs in {})",
+                engine.pid(),
+                engine.listener,
+                config.display(),
+                dir.display()
+            );
+            Ok(Proxy::KongEngine(engine))
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -465,29 +567,25 @@ fn main() -> ExitCode {
         }
     };
     let dir = paths::scratch_dir("demo");
-    let _ = DEMO_DIR.set(dir.clone());
-    let envoy = match Envoy::start_file(&args.config, &dir, 1) {
-        Ok(e) => e,
+    let config = args.config.clone().unwrap_or_else(|| {
+        paths::repo_root().join(match args.host {
+            HostKind::Envoy => "envoy/demo.yaml",
+            HostKind::KongEngine => "target/demo/nginx.conf",
+        })
+    });
+    let mut gateway = match start_gateway(args.host, &config, &dir) {
+        Ok(g) => g,
         Err(e) => {
-            eprintln!(
-                "demo: Envoy did not start with {}: {e}",
-                args.config.display()
-            );
+            eprintln!("demo: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "Envoy is up on http://{} (admin http://{}) with {}, echo upstreams on {UPSTREAM} (stable) and \
-         {CANARY_UPSTREAM} (canary)\n",
-        envoy.listener,
-        envoy.admin,
-        args.config.display()
-    );
+    println!("echo upstreams on {UPSTREAM} (stable) and {CANARY_UPSTREAM} (canary)\n");
 
     let mut all_ok = true;
     for step in steps() {
         println!("== {}", step.title);
-        let requests: Vec<Request> = (step.requests)(envoy.listener)
+        let requests: Vec<Request> = (step.requests)(gateway.listener())
             .into_iter()
             .map(|r| r.header("host", step.host))
             .collect();
@@ -530,7 +628,7 @@ fn main() -> ExitCode {
         if responses.len() == requests.len() {
             let seen: Vec<Recorded> = upstream.requests().split_off(before.0);
             let seen_canary: Vec<Recorded> = canary.requests().split_off(before.1);
-            match (step.check)(&responses, &seen, &seen_canary) {
+            match (step.check)(&gateway, &responses, &seen, &seen_canary) {
                 Ok(()) => println!("  ok"),
                 Err(e) => {
                     println!("  MISSING EFFECT: {e}");
@@ -546,14 +644,25 @@ fn main() -> ExitCode {
         println!(
             "Serving: try  curl -si http://{}/hello -H 'host: headers.demo.test' -H 'x-user: you'   (Ctrl-C to stop)\n\
              Each demo is a Host: {}",
-            envoy.listener,
+            gateway.listener(),
             hosts.join(", ")
         );
         loop {
             std::thread::park();
         }
     }
-    drop(envoy);
+    if let Proxy::KongEngine(engine) = &mut gateway {
+        let fatal = engine.fatal_log_lines();
+        if !fatal.is_empty() {
+            println!(
+                "Kong's engine logged fatal errors:\n  {}",
+                fatal.join("\n  ")
+            );
+            engine.expected_errors = true; // reported here, not again when it stops
+            all_ok = false;
+        }
+    }
+    drop(gateway);
     drop(upstream);
     drop(canary);
     if all_ok {

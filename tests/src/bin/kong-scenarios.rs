@@ -59,7 +59,8 @@ fn run(scenarios: &[portcullis_e2e::scenario::Scenario], addr: SocketAddr) -> Ex
         let problems = loop {
             let problems = match s.request(addr, &s.kong_prefix()).try_send() {
                 Ok(response) if response.status == 404 && Instant::now() < deadline => None,
-                Ok(response) => Some(s.check(&response)),
+                // Kong embeds ngx_wasm_module: a removed request header arrives empty there too
+                Ok(response) => Some(s.check_on(portcullis_e2e::HostKind::KongEngine, &response)),
                 Err(e) => Some(vec![format!("request failed: {e}")]),
             };
             match problems {

@@ -1175,3 +1175,147 @@ fn last_good_keys_keep_working_when_refreshes_fail() {
         Decision::Continue
     );
 }
+
+/// A bearer request as Kong's engine presents it (its root context cannot resume a paused request).
+fn kong_bearer(token: &str) -> FakeHost {
+    let host = bearer(token);
+    host.state.borrow_mut().flavor = portcullis_common::props::Flavor::Kong;
+    host
+}
+
+#[test]
+fn where_the_root_cannot_resume_a_request_it_fetches_the_jwks_itself() {
+    let store = SharedMemoryStore::default();
+    let p = policy(&remote_config(json!({})));
+    let host = kong_bearer(&mint(Algorithm::RS256, good_claims()))
+        .with_store(&store)
+        .at(Duration::from_secs(NOW));
+    let mut state = RequestState::default();
+    let mut ex = Exchange::new(Box::new(host.clone()));
+    assert!(!ex.root_can_resume());
+    assert_eq!(p.on_request_headers(&mut state, &mut ex), Decision::Pause);
+    let calls = host.state.borrow().calls.clone();
+    assert_eq!(calls.len(), 1, "the request's own fetch");
+    assert_eq!(
+        (calls[0].upstream.as_str(), calls[0].path.as_str()),
+        ("jwks", "/.well-known/jwks.json")
+    );
+    assert_eq!(calls[0].authority, "id.example.test");
+    // the root's start-up fetch waits for the request's answer instead of fetching the same document
+    let mut root = FakeRootHost::new()
+        .at(Duration::from_secs(NOW))
+        .with_store(&store);
+    p.on_start(&mut root);
+    assert!(root.calls.is_empty(), "{:?}", root.calls);
+    // the answer resumes the request, installs the keys and shares them with the other workers
+    let d = p.on_request_callout_response(
+        &mut state,
+        &mut ex,
+        calls[0].token,
+        Some(jwks_body(&[jwk(Algorithm::RS256)])),
+    );
+    assert_eq!(d, Decision::Continue);
+    assert_eq!(
+        run(&p, &kong_bearer(&mint(Algorithm::RS256, good_claims()))),
+        Decision::Continue
+    );
+    let other = policy(&remote_config(json!({})));
+    let mut other_root = FakeRootHost::new()
+        .at(Duration::from_secs(NOW + 1))
+        .with_store(&store);
+    other.on_start(&mut other_root);
+    assert!(other_root.calls.is_empty(), "{:?}", other_root.calls);
+}
+
+#[test]
+fn where_the_root_cannot_resume_a_failed_own_fetch_denies_the_request() {
+    let p = policy(&remote_config(json!({})));
+    let host = kong_bearer(&mint(Algorithm::RS256, good_claims())).at(Duration::from_secs(NOW));
+    let mut state = RequestState::default();
+    let mut ex = Exchange::new(Box::new(host.clone()));
+    assert_eq!(p.on_request_headers(&mut state, &mut ex), Decision::Pause);
+    let token = host.state.borrow().calls[0].token;
+    let d = p.on_request_callout_response(
+        &mut state,
+        &mut ex,
+        token,
+        Some(CalloutResponse {
+            status: 503,
+            headers: vec![],
+            body: Vec::new(),
+        }),
+    );
+    assert_eq!(status(&d), 401);
+    assert!(
+        challenge(&d).contains("signing keys are not available"),
+        "{}",
+        challenge(&d)
+    );
+    // the host refusing the callout: the pause stands, and the adapter decides it at once as timed out
+    let refused = kong_bearer(&mint(Algorithm::RS256, good_claims())).at(Duration::from_secs(NOW));
+    refused.state.borrow_mut().dispatch_error = Some("no".into());
+    let mut state = RequestState::default();
+    let mut ex = Exchange::new(Box::new(refused.clone()));
+    assert_eq!(p.on_request_headers(&mut state, &mut ex), Decision::Pause);
+    assert!(state.own_fetch.is_none());
+    assert_eq!(status(&p.on_resume(&mut state, &mut ex, true)), 401);
+}
+
+#[test]
+fn where_the_root_cannot_resume_an_unknown_kid_is_refetched_by_the_request() {
+    let p = policy(&remote_config(json!({})));
+    let mut root = FakeRootHost::new().at(Duration::from_secs(NOW));
+    p.on_start(&mut root);
+    p.on_callout_response(&mut root, 1, Some(jwks_body(&[jwk(Algorithm::RS256)])));
+    let rotated =
+        kong_bearer(&mint(Algorithm::ES256, good_claims())).at(Duration::from_secs(NOW + 1));
+    let mut state = RequestState::default();
+    let mut ex = Exchange::new(Box::new(rotated.clone()));
+    assert_eq!(p.on_request_headers(&mut state, &mut ex), Decision::Pause);
+    let token = rotated.state.borrow().calls[0].token;
+    let d = p.on_request_callout_response(
+        &mut state,
+        &mut ex,
+        token,
+        Some(jwks_body(&[jwk(Algorithm::RS256), jwk(Algorithm::ES256)])),
+    );
+    assert_eq!(d, Decision::Continue);
+    // a kid nobody publishes, within refetch_interval: denied at once, no fetch
+    let stranger = rsa::<RS256KeyPair>(RSA_PEM_B, Some("nobody".into()))
+        .sign(claims_for(good_claims()))
+        .unwrap();
+    let host = kong_bearer(&stranger).at(Duration::from_secs(NOW + 2));
+    let d = run_at(&p, &host, NOW + 2);
+    assert!(
+        challenge(&d).contains("no key matches"),
+        "{}",
+        challenge(&d)
+    );
+    assert!(host.state.borrow().calls.is_empty());
+    p.on_tick(&mut root);
+    assert_eq!(root.calls.len(), 1, "the root fetched only at start");
+}
+
+#[test]
+fn where_a_request_cannot_fetch_for_itself_an_unknown_kid_is_denied_and_refetched_by_the_root() {
+    let p = policy(&remote_config(json!({})));
+    let mut root = FakeRootHost::new().at(Duration::from_secs(NOW));
+    p.on_start(&mut root);
+    p.on_callout_response(&mut root, 1, Some(jwks_body(&[jwk(Algorithm::RS256)])));
+    let rotated =
+        kong_bearer(&mint(Algorithm::ES256, good_claims())).at(Duration::from_secs(NOW + 1));
+    rotated.state.borrow_mut().dispatch_error = Some("refused".into());
+    let d = run_at(&p, &rotated, NOW + 1);
+    assert!(
+        challenge(&d).contains("no key matches"),
+        "{}",
+        challenge(&d)
+    );
+    root.now = Duration::from_secs(NOW + 1);
+    p.on_tick(&mut root);
+    assert_eq!(
+        root.calls.len(),
+        2,
+        "the root re-fetches for the next requests"
+    );
+}
