@@ -4,11 +4,11 @@
 
 use crate::client::{Request, Response};
 use crate::paths;
+use crate::process::{self, MetricFlushWait};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long Envoy may take to become ready (V8 compiles each wasm module at start).
@@ -198,7 +198,7 @@ pub struct Envoy {
     pub admin: SocketAddr,
     pub dir: PathBuf,
     log_path: PathBuf,
-    last_stats_read: std::sync::Mutex<Option<std::time::Instant>>,
+    metric_flush: MetricFlushWait,
 }
 
 impl Envoy {
@@ -249,14 +249,7 @@ impl Envoy {
         let log2 = log
             .try_clone()
             .map_err(|e| StartError::Spawn(e.to_string()))?;
-        let mut cmd = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpu.to_string()).arg(&binary);
-                c
-            }
-            None => Command::new(&binary),
-        };
+        let mut cmd = process::command_on_cpu(&binary, cpu);
         cmd.arg("-c")
             .arg(config_path)
             .arg("--concurrency")
@@ -270,23 +263,14 @@ impl Envoy {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill Envoy if we die first.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| StartError::Spawn(format!("spawn {}: {e}", binary.display())))?;
+        let child = process::spawn_tied(cmd, libc::SIGKILL, &binary)?;
         let mut envoy = Envoy {
             child,
             listener: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             log_path,
-            last_stats_read: std::sync::Mutex::new(None),
+            metric_flush: MetricFlushWait::default(),
         };
         envoy.wait_ready(&admin_path)?;
         Ok(envoy)
@@ -332,18 +316,7 @@ impl Envoy {
     /// moments ago (back-to-back reads). Polling loops use [`Envoy::admin_get_now`].
     pub fn admin_get(&self, path: &str) -> std::io::Result<Response> {
         if path.starts_with("/stats") {
-            let mut last = self
-                .last_stats_read
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
-                std::thread::sleep(
-                    portcullis_common::metrics::FLUSH_PERIOD + Duration::from_millis(300),
-                );
-            }
-            let response = self.admin_get_now(path);
-            *last = Some(std::time::Instant::now());
-            return response;
+            self.metric_flush.before_read();
         }
         self.admin_get_now(path)
     }

@@ -14,11 +14,11 @@
 
 use crate::envoy::{FilterSpec, StartError};
 use crate::paths;
+use crate::process::{self, MetricFlushWait};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Startup includes compiling every module in every worker (wasmtime, ~0.2–1 s per module).
@@ -92,7 +92,7 @@ pub struct KongEngine {
     pub expected_errors: bool,
     /// The chain's module names (metric name prefixes).
     filters: Vec<String>,
-    last_stats_read: std::sync::Mutex<Option<Instant>>,
+    metric_flush: MetricFlushWait,
 }
 
 impl KongEngine {
@@ -128,7 +128,7 @@ impl KongEngine {
             dir,
             expected_errors: false,
             filters: modules(&config.chain).into_iter().map(|(n, _)| n).collect(),
-            last_stats_read: std::sync::Mutex::new(None),
+            metric_flush: MetricFlushWait::default(),
         };
         engine.wait_ready(Some(config.workers), config.keep_on_refusal)?;
         Ok(engine)
@@ -177,7 +177,7 @@ impl KongEngine {
                 .filter_map(|l| l.split_whitespace().next())
                 .map(str::to_owned)
                 .collect(),
-            last_stats_read: std::sync::Mutex::new(None),
+            metric_flush: MetricFlushWait::default(),
         };
         engine.wait_ready(None, false)?;
         Ok(engine)
@@ -277,18 +277,7 @@ impl KongEngine {
     /// (ngx_wasm_module `src/common/proxy_wasm/ngx_proxy_wasm_host.c`). Like Envoy's `/stats`, it first waits
     /// out the filters' metric flush period unless it was read moments ago.
     pub fn stat(&self, name: &str) -> Option<i64> {
-        {
-            let mut last = self
-                .last_stats_read
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
-                std::thread::sleep(
-                    portcullis_common::metrics::FLUSH_PERIOD + Duration::from_millis(300),
-                );
-            }
-            *last = Some(Instant::now());
-        }
+        self.metric_flush.before_read();
         self.stat_now(name)
     }
 
@@ -397,14 +386,7 @@ fn spawn(
     let log_path = dir.join("error.log");
     let out = std::fs::File::create(dir.join("stdout.log"))
         .map_err(|e| StartError::Spawn(e.to_string()))?;
-    let mut cmd = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpu.to_string()).arg(binary);
-            c
-        }
-        None => Command::new(binary),
-    };
+    let mut cmd = process::command_on_cpu(binary, cpu);
     cmd.arg("-p")
         .arg(dir)
         .arg("-c")
@@ -419,15 +401,8 @@ fn spawn(
                 .map_err(|e| StartError::Spawn(e.to_string()))?,
         )
         .stderr(out);
-    // SAFETY: prctl is async-signal-safe. SIGTERM (not SIGKILL) so the master stops its workers too.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .map_err(|e| StartError::Spawn(format!("spawn {}: {e}", binary.display())))
+    // SIGTERM (not SIGKILL): nginx's master then stops its workers too
+    process::spawn_tied(cmd, libc::SIGTERM, binary)
 }
 
 /// The first `listen ip:port` of an nginx.conf, as a client reaches it (an unspecified address on loopback).

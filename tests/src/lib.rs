@@ -21,6 +21,7 @@ pub mod host;
 pub mod kong_engine;
 pub mod meta;
 pub mod paths;
+pub mod process;
 pub mod scenario;
 pub mod upstream;
 
