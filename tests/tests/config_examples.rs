@@ -223,9 +223,7 @@ fn kong_reencoded(value: &Value) -> Value {
                 .collect(),
         ),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
-                Value::from(f as i64)
-            }
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
             _ => value.clone(),
         },
         other => other.clone(),
@@ -243,7 +241,11 @@ fn valid_examples_and_kong_yml_survive_kongs_reencoding() {
     let mut configs: Vec<(String, String, Value)> = Vec::new();
     for name in parsers.keys() {
         for path in yaml_files(&config_dir().join(name).join("valid")) {
-            let shown = path.strip_prefix(repo_root()).unwrap_or(&path).display().to_string();
+            let shown = path
+                .strip_prefix(repo_root())
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             configs.push((name.to_string(), shown, read_yaml(&path).1));
         }
     }
