@@ -163,7 +163,22 @@ fn set(headers: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
     }
 }
 
+/// Appends a header line, its name lower-cased as both hosts report names.
+fn push(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
+    headers.push((name.to_ascii_lowercase(), value.to_string()));
+}
+
 impl FakeHost {
+    /// A header edit, unless the fake refuses edits (then it reports the refusal, as a host's status would).
+    fn edit(&self, apply: impl FnOnce(&mut FakeRequest)) -> bool {
+        let mut s = self.state.borrow_mut();
+        if s.refuse_header_edits {
+            return false;
+        }
+        apply(&mut s);
+        true
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -177,18 +192,12 @@ impl FakeHost {
     }
 
     pub fn with_header(self, name: &str, value: &str) -> Self {
-        self.state
-            .borrow_mut()
-            .request_headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        push(&mut self.state.borrow_mut().request_headers, name, value);
         self
     }
 
     pub fn with_response_header(self, name: &str, value: &str) -> Self {
-        self.state
-            .borrow_mut()
-            .response_headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        push(&mut self.state.borrow_mut().response_headers, name, value);
         self
     }
 
@@ -304,22 +313,11 @@ impl Host for FakeHost {
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> bool {
-        let mut s = self.state.borrow_mut();
-        if s.refuse_header_edits {
-            return false;
-        }
-        set(&mut s.request_headers, name, value);
-        true
+        self.edit(|s| set(&mut s.request_headers, name, value))
     }
 
     fn add_request_header(&mut self, name: &str, value: &str) -> bool {
-        let mut s = self.state.borrow_mut();
-        if s.refuse_header_edits {
-            return false;
-        }
-        s.request_headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
-        true
+        self.edit(|s| push(&mut s.request_headers, name, value))
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
@@ -327,22 +325,11 @@ impl Host for FakeHost {
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> bool {
-        let mut s = self.state.borrow_mut();
-        if s.refuse_header_edits {
-            return false;
-        }
-        set(&mut s.response_headers, name, value);
-        true
+        self.edit(|s| set(&mut s.response_headers, name, value))
     }
 
     fn add_response_header(&mut self, name: &str, value: &str) -> bool {
-        let mut s = self.state.borrow_mut();
-        if s.refuse_header_edits {
-            return false;
-        }
-        s.response_headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
-        true
+        self.edit(|s| push(&mut s.response_headers, name, value))
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {

@@ -622,7 +622,13 @@ fn engine_pins(binary: &Path) -> String {
             w.strip_prefix(prefix).map(str::to_string)
         })
     };
-    let module = arg("--add-module=")
+    // the module's folder, named by nginx -V's `add-module` option (read, never run)
+    let module = words
+        .iter()
+        .find_map(|w| {
+            let (option, value) = w.trim_start_matches('-').split_once('=')?;
+            (option == "add-module").then(|| value.to_string())
+        })
         .and_then(|dir| {
             let out = Command::new("git")
                 .args(["-C", &dir, "rev-parse", "--short=7", "HEAD"])
