@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 say() { printf '\n== %s\n' "$*"; }
 
-# Every filter crate (a cdylib under filters/), as "package-name dist-name" pairs.
+# Every filter crate (a cdylib under filters/), as "package-name policy-name" pairs.
 filter_crates() {
   local manifest pkg
   for manifest in filters/*/Cargo.toml; do
@@ -19,11 +19,11 @@ filter_crates() {
   done
 }
 
-# "portcullis" is the chain bundle's own name; the others drop the prefix.
+# A filter crate's artifact name (dist/<name>.wasm, Kong filter name): its library name, the bundle "portcullis".
 dist_name() {
   case "$1" in
     portcullis-bundle) echo portcullis ;;
-    *) echo "${1#portcullis-}" ;;
+    *) echo "${1//-/_}" ;; # portcullis_<policy>: see artifact_name in filters/common/src/policy.rs
   esac
 }
 

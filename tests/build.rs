@@ -1,4 +1,4 @@
-//! Probes for the `docker compose` CLI once per build: with it, tests/tests/config_examples.rs runs
+//! Probes for the `docker compose` CLI once per build: with it, tests/tests/compose_files.rs runs
 //! `docker compose -f kong/docker-compose.yml config`; without it that test is reported as ignored with the
 //! reason "skipped: docker compose not available" (never as passed).
 

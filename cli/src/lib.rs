@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod http;
+pub mod kong_schema;
 pub mod locate;
 pub mod policy;
 pub mod push;

@@ -45,6 +45,27 @@ pub struct Gateway {
     /// Kong's `wasm_filters_path` (the folder on the Kong node holding the .wasm and .meta.json files).
     #[serde(default = "default_kong_filters_path")]
     pub kong_filters_path: String,
+    /// The Kong release `render --target kong` writes for: `"3.10"` (default) or `"3.9"`. They differ in the
+    /// Prometheus plugin: 3.10 exports filter metrics only with `wasm_metrics: true`, 3.9 always and has no
+    /// such field (it refuses the config with it).
+    #[serde(default = "default_kong_version", deserialize_with = "kong_version")]
+    pub kong_version: String,
+}
+
+/// The Kong releases `render --target kong` knows (the ones whose Prometheus plugin exports wasm metrics).
+pub const KONG_VERSIONS: [&str; 2] = ["3.9", "3.10"];
+
+fn kong_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = Value::deserialize(d)?;
+    match v.as_str() {
+        Some(s) if KONG_VERSIONS.contains(&s) => Ok(s.to_string()),
+        Some(s) => Err(serde::de::Error::custom(format!(
+            "kong_version {s:?}: expected one of {KONG_VERSIONS:?}"
+        ))),
+        None => Err(serde::de::Error::custom(format!(
+            "kong_version {v}: write it as a string, e.g. \"3.10\" (YAML reads 3.10 as the number 3.1)"
+        ))),
+    }
 }
 
 impl Default for Gateway {
@@ -54,6 +75,7 @@ impl Default for Gateway {
             admin: default_admin(),
             dist: default_dist(),
             kong_filters_path: default_kong_filters_path(),
+            kong_version: default_kong_version(),
         }
     }
 }
@@ -67,8 +89,11 @@ fn default_admin() -> String {
 fn default_dist() -> String {
     "dist".into()
 }
+fn default_kong_version() -> String {
+    "3.10".into()
+}
 fn default_kong_filters_path() -> String {
-    "/usr/local/kong/wasm".into()
+    "/opt/portcullis/filters".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -124,7 +149,8 @@ impl Match {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainItem {
-    /// The filter (its `.wasm` name): `rate-limit`, `jwt-auth`, …, or the `portcullis` bundle.
+    /// The policy: `rate-limit`, `jwt-auth`, …, or the `portcullis` bundle. Its `.wasm` and Kong filter name is
+    /// [`ChainItem::artifact`].
     pub filter: String,
     /// The filter's configuration, exactly as the filter takes it; absent = `{}`.
     #[serde(default)]
@@ -132,6 +158,12 @@ pub struct ChainItem {
 }
 
 impl ChainItem {
+    /// The filter's artifact name: `dist/<artifact>.wasm`, the Kong filter and the Envoy VM
+    /// (`portcullis_rate_limit`; the bundle `portcullis`).
+    pub fn artifact(&self) -> String {
+        portcullis_common::artifact_name(&self.filter)
+    }
+
     /// The config as the filter receives it (`null` becomes `{}`).
     pub fn config_value(&self) -> Value {
         match &self.config {

@@ -187,6 +187,7 @@ fn normalize_filters(filters: &Value) -> Value {
                     Some(v) => v.clone(),
                     None => Value::Null,
                 };
+                let config = empty_lists_as_kong_returns_them(config);
                 json!({
                     "name": f.get("name").cloned().unwrap_or(Value::Null),
                     "config": config,
@@ -195,6 +196,73 @@ fn normalize_filters(filters: &Value) -> Value {
             })
             .collect(),
     )
+}
+
+/// Kong keeps proxying a route whose chain a filter refuses (it logs `failed rebuilding filter chain state`
+/// and runs the route without the chain: open). So every chain Kong stores is checked the way the filters will
+/// see it: each config as Kong returns it (the same cjson encoding it hands the filter: `[]` comes back as
+/// `{}`, no schema defaults filled in) through that filter's own parser. A refusal fails the push.
+fn fail_unless_filters_accept(ch: &mut Change, stored: Option<&Value>) {
+    let Some(stored) = stored else {
+        return;
+    };
+    if let Err(e) = filters_accept(stored) {
+        ch.status = Status::Failed;
+        ch.error = Some(format!(
+            "{e}: Kong would run this route WITHOUT its filter chain (it does not close a route whose chain \
+             fails to build)"
+        ));
+    }
+}
+
+/// Whether every enabled filter of a chain entity as Kong stores it accepts its config.
+pub fn filters_accept(chain: &Value) -> Result<(), String> {
+    for (i, f) in chain["filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if f.get("enabled") == Some(&Value::Bool(false)) {
+            continue;
+        }
+        let name = f["name"].as_str().unwrap_or_default();
+        let Some(filter) = crate::registry::find_artifact(name) else {
+            return Err(format!("filters[{i}]: {name:?} is no Portcullis filter"));
+        };
+        let bytes = match &f["config"] {
+            Value::String(text) => text.clone().into_bytes(),
+            Value::Null => b"{}".to_vec(),
+            config => serde_json::to_vec(config).unwrap_or_default(),
+        };
+        (filter.parse)(&bytes).map_err(|e| {
+            format!(
+                "filters[{i}] ({name}): the filter refuses its config as Kong stores it ({}): {e}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Kong stores and returns an empty list as `{}` (cjson cannot tell them apart), so for comparison both are
+/// `{}`: otherwise a policy with an empty list would "update" its chain on every push.
+fn empty_lists_as_kong_returns_them(v: Value) -> Value {
+    match v {
+        Value::Array(items) if items.is_empty() => Value::Object(Map::new()),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(empty_lists_as_kong_returns_them)
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, empty_lists_as_kong_returns_them(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn change(kind: &'static str, name: &str, action: Action, fields: Vec<String>) -> Change {
@@ -377,6 +445,7 @@ pub fn push(p: &PolicyFile, o: &Options) -> Result<Report, String> {
         };
         if ch.action == Action::Unchanged {
             ch.status = Status::Ok;
+            fail_unless_filters_accept(&mut ch, current);
         } else if apply {
             let r = match current.and_then(id_of) {
                 None => {
@@ -392,7 +461,8 @@ pub fn push(p: &PolicyFile, o: &Options) -> Result<Report, String> {
                     c.call("PATCH", &format!("/filter-chains/{id}"), Some(&body))
                 }
             };
-            settle(&mut ch, r);
+            let stored = settle(&mut ch, r);
+            fail_unless_filters_accept(&mut ch, stored.as_ref());
         }
         out.push(ch);
     }

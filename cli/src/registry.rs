@@ -89,3 +89,10 @@ pub fn names() -> Vec<&'static str> {
 pub fn find(name: &str) -> Option<Filter> {
     all().into_iter().find(|f| f.name == name)
 }
+
+/// The filter whose artifact (`.wasm`, Kong filter name) is `artifact`: `portcullis_rate_limit`, `portcullis`.
+pub fn find_artifact(artifact: &str) -> Option<Filter> {
+    all()
+        .into_iter()
+        .find(|f| portcullis_common::artifact_name(f.name) == artifact)
+}

@@ -19,7 +19,7 @@ pub fn wasm_filename(p: &PolicyFile, item: &ChainItem) -> String {
     format!(
         "{}/{}.wasm",
         p.gateway.dist.trim_end_matches('/'),
-        item.filter
+        item.artifact()
     )
 }
 

@@ -2,7 +2,7 @@
 
 use crate::diag::{join, Diagnostic};
 use crate::policy::Loaded;
-use crate::registry;
+use crate::{kong_schema, registry};
 use std::collections::BTreeMap;
 
 /// Every problem in the filter configs (empty = valid). The parser's error comes first; schema errors
@@ -27,7 +27,7 @@ pub fn check_filters(l: &Loaded) -> Vec<Diagnostic> {
             }
             let validator = validators
                 .entry(item.filter.clone())
-                .or_insert_with(|| jsonschema::draft4::new(&(filter.schema)()).ok());
+                .or_insert_with(|| kong_schema::draft4(&(filter.schema)()).ok());
             match validator {
                 Some(v) => {
                     let mut seen = Vec::new();

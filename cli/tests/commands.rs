@@ -259,10 +259,11 @@ fn rendered_kong_config_passes_every_filters_schema_and_parser() {
     assert_eq!(doc["_format_version"], "3.0");
     let conf = std::fs::read_to_string(dir.join("kong.conf")).expect("kong.conf");
     assert!(
-        conf.contains("wasm = on\n") && conf.contains("wasm_filters_path = /usr/local/kong/wasm\n")
+        conf.contains("wasm = on\n")
+            && conf.contains("wasm_filters_path = /opt/portcullis/filters\n")
     );
     assert!(
-        conf.contains("jwt-auth, rate-limit, request-guard"),
+        conf.contains("portcullis_jwt_auth, portcullis_rate_limit, portcullis_request_guard"),
         "{conf}"
     );
     let mut checked = 0;
@@ -271,10 +272,10 @@ fn rendered_kong_config_passes_every_filters_schema_and_parser() {
             for chain in route["filter_chains"].as_array().into_iter().flatten() {
                 for f in chain["filters"].as_array().expect("filters") {
                     let name = f["name"].as_str().expect("name");
-                    let filter =
-                        registry::find(name).unwrap_or_else(|| panic!("unknown filter {name}"));
-                    let schema =
-                        jsonschema::draft4::new(&(filter.schema)()).expect("schema compiles");
+                    let filter = registry::find_artifact(name)
+                        .unwrap_or_else(|| panic!("unknown filter {name}"));
+                    let schema = portcullis_cli::kong_schema::draft4(&(filter.schema)())
+                        .expect("schema compiles as in Kong");
                     let errors: Vec<String> = schema
                         .iter_errors(&f["config"])
                         .map(|e| e.to_string())

@@ -333,7 +333,7 @@ fn first_push_creates_services_then_routes_then_chains_with_kong_request_shapes(
     assert_eq!(
         writes[5].2,
         json!({"name": "read", "enabled": true, "tags": ["portcullis"], "filters": [
-            {"name": "rate-limit", "enabled": true, "config": {"limits": [{"name": "per_ip", "rate": 5, "per": "1s"}]}}
+            {"name": "portcullis_rate_limit", "enabled": true, "config": {"limits": [{"name": "per_ip", "rate": 5, "per": "1s"}]}}
         ]})
     );
     // A route without a chain gets none.

@@ -158,6 +158,7 @@ pub struct GatewayBuilder {
     /// Envoy-only bootstrap fields (e.g. `stats_config`); other hosts have no equivalent and ignore them.
     bootstrap_fields: Vec<(String, Value)>,
     keep_on_refusal: bool,
+    shared_memory: String,
 }
 
 enum Link {
@@ -178,6 +179,7 @@ impl Gateway {
             routes: None,
             bootstrap_fields: Vec::new(),
             keep_on_refusal: false,
+            shared_memory: crate::kong_engine::SHARED_MEMORY.into(),
         }
     }
 
@@ -257,6 +259,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// The size of Kong's engine's shared-data zone (`shm_kv portcullis <size> eviction=none`; nginx's minimum
+    /// is 3 pages). Envoy's shared data has no size limit, so Envoy ignores it.
+    pub fn shared_memory(mut self, size: &str) -> Self {
+        self.shared_memory = size.to_string();
+        self
+    }
+
     fn envoy_filters(&self) -> Vec<Value> {
         self.chain
             .iter()
@@ -311,6 +320,7 @@ impl GatewayBuilder {
                     native: Default::default(),
                     cpu: None,
                     origin_in_engine: false,
+                    shared_memory: self.shared_memory,
                 })?)
             }
         };

@@ -46,7 +46,12 @@ pub struct EngineConfig {
     /// nginx itself serves `upstream` (`return 200 "ok\n"`) and proxies to it over kept-alive connections,
     /// as Kong does by default: benchmarks, which measure no other process.
     pub origin_in_engine: bool,
+    /// Size of the `portcullis` shared-data zone (`shm_kv portcullis <size> eviction=none`).
+    pub shared_memory: String,
 }
+
+/// The `portcullis` zone's size unless a test sets one: what `portcullis render` ships.
+pub const SHARED_MEMORY: &str = "32m";
 
 /// Native nginx directives, each a complete line (`;` or block included).
 #[derive(Debug, Clone, Default)]
@@ -75,6 +80,7 @@ impl EngineConfig {
             native,
             cpu,
             origin_in_engine: true,
+            shared_memory: SHARED_MEMORY.into(),
         })
     }
 }
@@ -302,13 +308,14 @@ impl KongEngine {
     /// The filter that defines `metric` (`portcullis_<policy>_…`, the `metrics` filter's
     /// `portcullis_http_…` series, or the bundle's): the engine prefixes each name with its filter's.
     fn metric_owner(&self, metric: &str) -> Option<&str> {
-        let policy = |filter: &str| format!("portcullis_{}_", filter.replace('-', "_"));
+        // a filter's own metrics start with its artifact name (`portcullis_rate_limit_…`)
         self.filters
             .iter()
-            .find(|f| metric.starts_with(&policy(f)))
+            .find(|f| metric.starts_with(&format!("{f}_")))
             .or_else(|| {
                 let series = metric.starts_with("portcullis_http_");
-                self.filters.iter().find(|f| series && *f == "metrics")
+                let metrics = portcullis_common::artifact_name("metrics");
+                self.filters.iter().find(|f| series && **f == metrics)
             })
             .or_else(|| self.filters.iter().find(|f| *f == "portcullis"))
             .or_else(|| (self.filters.len() == 1).then(|| &self.filters[0]))
@@ -477,14 +484,19 @@ fn workers_done(log: &str, marker: &str) -> usize {
     pids.len()
 }
 
-/// One `module` directive per distinct wasm file, named after its first filter.
+/// One `module` directive per distinct wasm file, named after the file as Kong names a filter after the
+/// `.wasm` in `wasm_filters_path` (`portcullis_headers`).
 fn modules(chain: &[FilterSpec]) -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for spec in chain {
         if out.iter().any(|(_, p)| *p == spec.wasm) {
             continue;
         }
-        let mut name = spec.name.clone();
+        let mut name = spec
+            .wasm
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.name.clone());
         while out.iter().any(|(n, _)| *n == name) {
             name.push('_');
         }
@@ -694,7 +706,7 @@ error_log {log} info;
 pid {dir}/nginx.pid;
 events {{ worker_connections 4096; }}
 wasm {{
-{module_lines}    shm_kv portcullis 32m;
+{module_lines}    shm_kv portcullis {shared_memory} eviction=none;
 }}
 http {{
     access_log off;
@@ -722,6 +734,7 @@ http {{
         dir = dir.display(),
         ready = READY_PATH,
         metric = METRIC_PATH,
+        shared_memory = config.shared_memory,
         not_found = not_found.display(),
         proxy_headers = proxy_headers
             .iter()

@@ -18,6 +18,7 @@ pub mod client;
 pub mod envoy;
 pub mod gateway;
 pub mod host;
+pub mod kong;
 pub mod kong_engine;
 pub mod meta;
 pub mod paths;

@@ -10,12 +10,13 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// `dist/<name>.wasm`, as built by `scripts/setup` (override the folder with `PORTCULLIS_DIST`).
-pub fn wasm(name: &str) -> PathBuf {
+/// Policy `policy`'s filter, `dist/<artifact name>.wasm` (`dist/portcullis_headers.wasm`), as built by
+/// `scripts/setup` (override the folder with `PORTCULLIS_DIST`).
+pub fn wasm(policy: &str) -> PathBuf {
     let dist = std::env::var_os("PORTCULLIS_DIST")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("dist"));
-    dist.join(format!("{name}.wasm"))
+    dist.join(format!("{}.wasm", portcullis_common::artifact_name(policy)))
 }
 
 /// The Envoy binary: `PORTCULLIS_ENVOY`, else the one `scripts/setup` installed in `.venv`.

@@ -215,7 +215,7 @@ pub fn kong_declarative(scenarios: &[Scenario], upstream_url: &str) -> Value {
             let filters: Vec<Value> = s
                 .chain
                 .iter()
-                .map(|c| json!({ "name": c.filter, "config": c.config }))
+                .map(|c| json!({ "name": portcullis_common::artifact_name(&c.filter), "config": c.config }))
                 .collect();
             json!({
                 "name": s.name,

@@ -1,4 +1,4 @@
-//! `access-log.wasm` in a real Envoy: one valid JSON line per request in Envoy's log with the documented
+//! `portcullis_access_log.wasm` in a real Envoy: one valid JSON line per request in Envoy's log with the documented
 //! fields, redaction, the configured level; a bad config keeps Envoy from starting.
 
 use portcullis_e2e::host::is_kong_engine;

@@ -1,4 +1,4 @@
-//! `canary.wasm` in a real Envoy with two upstreams: the filter sets `x-canary`, and a header-matched route
+//! `portcullis_canary.wasm` in a real Envoy with two upstreams: the filter sets `x-canary`, and a header-matched route
 //! sends `x-canary: true` to the canary cluster. That only works if Envoy re-evaluates the route after the
 //! wasm filter changed the header (Envoy clears the route cache on wasm request-header mutations); every
 //! test here would see all traffic on stable otherwise.

@@ -1,4 +1,4 @@
-//! `circuit-breaker.wasm` in a real Envoy with two workers: the breaker state is shared, so a trip seen by
+//! `portcullis_circuit_breaker.wasm` in a real Envoy with two workers: the breaker state is shared, so a trip seen by
 //! one worker rejects on the other; rejected requests never reach the upstream; after `open_for` one probe
 //! passes, its success closes the breaker and its failure re-opens it; Envoy's own 503 for an unreachable
 //! upstream counts as a failure (nginx's 502 on Kong's engine).

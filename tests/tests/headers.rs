@@ -1,4 +1,4 @@
-//! `headers.wasm` in a real Envoy: request edits reach the upstream, response edits reach the client,
+//! `portcullis_headers.wasm` in a real Envoy: request edits reach the upstream, response edits reach the client,
 //! and a bad config keeps Envoy from starting with a message that names the field.
 
 use portcullis_e2e::{json, Gateway};

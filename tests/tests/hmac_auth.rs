@@ -1,4 +1,4 @@
-//! `hmac-auth.wasm` in a real Envoy with two workers: a request signed with the crate's own `sign` helper
+//! `portcullis_hmac_auth.wasm` in a real Envoy with two workers: a request signed with the crate's own `sign` helper
 //! passes and names the consumer upstream, the same request replayed is refused on every worker, tampered
 //! requests and bodies are refused, and a bad config keeps Envoy from starting.
 

@@ -1,4 +1,4 @@
-//! `jwt-auth.wasm` in a real Envoy: valid tokens reach the upstream with claim headers, bad ones get RFC 6750
+//! `portcullis_jwt_auth.wasm` in a real Envoy: valid tokens reach the upstream with claim headers, bad ones get RFC 6750
 //! challenges, bad configs keep Envoy from starting, and remote JWKS (served here by an in-process server) are
 //! fetched before the first request is decided, re-fetched on an unknown `kid`, and kept when the server fails.
 

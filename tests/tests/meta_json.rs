@@ -7,7 +7,10 @@ use portcullis_e2e::paths::repo_root;
 #[test]
 fn committed_meta_json_files_are_current() {
     for (name, doc) in meta::all() {
-        let path = repo_root().join(format!("kong/meta/{name}.meta.json"));
+        let path = repo_root().join(format!(
+            "kong/meta/{}.meta.json",
+            portcullis_common::artifact_name(name)
+        ));
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(
             committed,

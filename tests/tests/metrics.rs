@@ -1,4 +1,4 @@
-//! `metrics.wasm` in a real Envoy: after N requests `/stats/prometheus` shows the documented names with
+//! `portcullis_metrics.wasm` in a real Envoy: after N requests `/stats/prometheus` shows the documented names with
 //! labels (through the `stats_config.stats_tags` documented in filters/metrics/README.md) and exact counts;
 //! a bad config keeps Envoy from starting with an error naming the field.
 //!

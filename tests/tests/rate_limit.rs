@@ -1,4 +1,4 @@
-//! `rate-limit.wasm` in a real Envoy with two worker threads: admission is exact under parallel load (the
+//! `portcullis_rate_limit.wasm` in a real Envoy with two worker threads: admission is exact under parallel load (the
 //! shared-data counters are compare-and-swap updates, including their first write), clients are independent,
 //! the `RateLimit-*` headers are right, the store stays within `max_keys`, and a bad config stops Envoy.
 
@@ -370,4 +370,66 @@ fn measured_envoy_bytes_per_record() {
     );
     assert!(held > 9_000, "the table filled up: {held}");
     assert!(per_record < 400, "{per_record} bytes per record");
+}
+
+#[test]
+fn a_shared_memory_zone_too_small_for_max_keys_refuses_requests_and_never_admits_one_over_its_limit(
+) {
+    // Kong's engine gets a 12 KiB zone (nginx's minimum, 3 pages) with `eviction=none`, as shipped: far
+    // smaller than 2000 records. Once it is full a write fails in the host. Whatever the host then does, a
+    // key's second request within its hour must never be admitted: an evicted counter would admit it.
+    let mut gw = Gateway::new()
+        .shared_memory("12k")
+        .filter(
+            "rate-limit",
+            json!({"max_keys": 100000, "headers": false, "on_store_error": "deny",
+                   "limits": [{"name": "by_key", "key": "${header.x-api-key}", "rate": 1, "per": "1h", "burst": 1}]}),
+        )
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if is_kong_engine() {
+        gw.proxy.expect_fatal_log_lines();
+    }
+    const KEYS: usize = 2000;
+    let addr = gw.proxy.listener();
+    let send = |i: usize| {
+        Request::new(addr, "GET", "/")
+            .header("x-api-key", &format!("key-{i}"))
+            .try_send()
+            .unwrap_or_else(|e| panic!("request {i}: {e}"))
+            .status
+    };
+    let mut first = std::collections::BTreeMap::<u16, usize>::new();
+    let mut second = std::collections::BTreeMap::<u16, usize>::new();
+    for i in 0..KEYS {
+        *first.entry(send(i)).or_default() += 1;
+        *second.entry(send(i)).or_default() += 1;
+    }
+    println!("first requests: {first:?}; second requests: {second:?}");
+    assert_eq!(
+        second.get(&200),
+        None,
+        "a second request within the hour was admitted: {second:?}"
+    );
+    if is_kong_engine() {
+        // The zone did fill: later keys were refused, not admitted without a counter.
+        let refused: usize = first
+            .iter()
+            .filter(|(s, _)| **s >= 500)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(refused > 0, "the 12 KiB zone never filled: {first:?}");
+        assert!(
+            first.get(&200).copied().unwrap_or_default() < KEYS,
+            "{first:?}"
+        );
+        // ngx_wasm_module traps the filter on a write it cannot place (`src/common/proxy_wasm/ngx_proxy_wasm_host.c`)
+        let logs = gw.proxy.logs();
+        assert!(logs.contains("could not write to slab"), "{logs}");
+    } else {
+        // Envoy's shared data has no size limit: only slot collisions in the 100 000-slot table (one probe
+        // each, so exact) refuse a new key, as `on_store_error: deny` says.
+        assert!(first.keys().all(|s| [200, 429].contains(s)), "{first:?}");
+        assert!(first[&200] > KEYS * 9 / 10, "{first:?}");
+    }
 }

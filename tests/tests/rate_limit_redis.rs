@@ -1,4 +1,4 @@
-//! Multi-node limits: two Envoy instances (two workers each) running `rate-limit.wasm` with a `redis_http`
+//! Multi-node limits: two Envoy instances (two workers each) running `portcullis_rate_limit.wasm` with a `redis_http`
 //! store share one real `redis-server` through a real `webdis`, all on loopback ephemeral ports.
 //! - `per_request`: a limit of 20 across both nodes admits exactly 20 of 200 parallel requests;
 //! - `batched`: the overshoot stays within the documented bound (nodes × slice) and requests never wait;

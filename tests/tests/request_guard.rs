@@ -1,4 +1,4 @@
-//! `request-guard.wasm` in a real Envoy: scanners and denied addresses get 403 before the upstream, an
+//! `portcullis_request_guard.wasm` in a real Envoy: scanners and denied addresses get 403 before the upstream, an
 //! oversize chunked body gets 413 without a complete request reaching the upstream, JSON bodies are checked,
 //! and a bad config keeps Envoy from starting with a message that names the field.
 

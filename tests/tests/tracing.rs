@@ -1,4 +1,4 @@
-//! `tracing.wasm` in a real Envoy: the upstream sees the gateway's span in `traceparent` (or B3), and an
+//! `portcullis_tracing.wasm` in a real Envoy: the upstream sees the gateway's span in `traceparent` (or B3), and an
 //! in-process OTLP/HTTP receiver gets the exported server span with the same ids.
 
 use portcullis_e2e::host::is_kong_engine;

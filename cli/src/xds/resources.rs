@@ -293,12 +293,12 @@ fn filter_configs(p: &PolicyFile) -> Vec<(String, Any)> {
             let name = shape::envoy_filter_name(&r.name, i, &item.filter);
             let plugin = wasm::PluginConfig {
                 name: name.clone(),
-                root_id: item.filter.clone(),
+                root_id: item.artifact(),
                 configuration: Some(any(&StringValue {
                     value: item.config_value().to_string(),
                 })),
                 vm: Some(wasm::plugin_config::Vm::VmConfig(wasm::VmConfig {
-                    vm_id: item.filter.clone(),
+                    vm_id: item.artifact(),
                     runtime: "envoy.wasm.runtime.v8".into(),
                     code: Some(core::AsyncDataSource {
                         specifier: Some(core::async_data_source::Specifier::Local(

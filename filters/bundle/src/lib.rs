@@ -25,7 +25,7 @@ impl BundlePolicy {
 }
 
 impl Policy for BundlePolicy {
-    const NAME: &'static str = "portcullis";
+    const NAME: &'static str = portcullis_common::policy::BUNDLE;
     type State = ChainState;
 
     fn configure(config: &[u8]) -> Result<Self, ConfigError> {

@@ -35,7 +35,7 @@ pub use config::{parse_config, ConfigError};
 pub use decision::{Decision, LocalResponse};
 pub use exchange::Exchange;
 pub use host::{CalloutResponse, Host, RootHost};
-pub use policy::Policy;
+pub use policy::{artifact_name, Policy};
 
 /// Exports a [`Policy`] as a complete proxy-wasm filter (`_initialize` + root and HTTP contexts).
 /// Does nothing when compiled for a native target or as a test binary (a test runs as a WASI command,

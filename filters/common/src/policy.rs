@@ -7,8 +7,28 @@ use crate::exchange::Exchange;
 use crate::host::{CalloutResponse, RootHost};
 use std::time::Duration;
 
+/// The bundle's policy name, which is also its artifact name.
+pub const BUNDLE: &str = "portcullis";
+
+/// The name of a policy's build artifacts (`dist/<name>.wasm`, `<name>.meta.json`), of its Kong filter and of
+/// its Envoy VM: `portcullis_<policy>` with `_` for `-` (`portcullis_rate_limit`, the crate's library name),
+/// the bundle `portcullis`.
+/// - The prefix: Kong refuses to start when a wasm filter is named like a plugin it bundles (`duplicate
+///   plugin/wasm filter name`, Kong 3.9 `kong/conf_loader/init.lua`; `hmac-auth` is one).
+/// - No `-`: Kong's Prometheus plugin finds a wasm metric's filter with `pw:([\w\.]+):` and indexes the match
+///   without a check (Kong 3.9 `kong/plugins/prometheus/wasmx.lua`), so a filter named with `-` that defines a
+///   metric breaks `/metrics`; the name also becomes part of the Prometheus metric name, where `-` is invalid.
+pub fn artifact_name(policy: &str) -> String {
+    if policy == BUNDLE {
+        BUNDLE.to_string()
+    } else {
+        format!("{BUNDLE}_{}", policy.replace('-', "_"))
+    }
+}
+
 pub trait Policy: Sized + 'static {
-    /// The filter's name: its `.wasm` file, its Kong filter name and its log prefix.
+    /// The policy's name: what a policy file's `filter:` and the bundle's chain call it, and its log prefix.
+    /// Its artifacts are named [`artifact_name`]`(NAME)`.
     const NAME: &'static str;
 
     /// Per-request state the policy carries from one callback to the next.

@@ -101,9 +101,14 @@ pub fn peer_ip(host: &dyn Host) -> Option<IpAddr> {
         .and_then(|s| parse_address(&s))
 }
 
-/// Tries the Envoy names in order, then the Kong name (or only those that match a learned flavor).
+/// Reads only the current host's names once the host is known (the host detects itself on a request; an
+/// unknown property costs a host call, and ngx_wasm_module logs an `[error]` for each). While it is unknown,
+/// tries the Envoy names in order, then the Kong name, and learns from the one that answers.
 fn string_property(host: &dyn Host, envoy: &[&[&str]], kong: &[&str]) -> Option<String> {
-    let f = flavor();
+    let f = match host.flavor() {
+        Flavor::Unknown => flavor(),
+        known => known,
+    };
     if f != Flavor::Kong {
         for name in envoy {
             if let Some(v) = host.property(name).and_then(|b| decode_string(&b)) {
@@ -184,6 +189,23 @@ mod tests {
         assert!(route_id(&envoy).is_some());
         assert!(!set_upstream_target(&mut envoy, "10.0.0.7:8080"));
         assert_eq!(envoy.property_value(&["kong", "service", "target"]), None);
+        reset_flavor();
+    }
+
+    #[test]
+    fn on_a_known_kong_only_kongs_names_are_read() {
+        reset_flavor();
+        let kong = crate::testing::RecordingHost::new(
+            FakeHost::kong_request("GET", "/", "/")
+                .with_property(&["kong", "route_id"], b"r-1")
+                .with_property(&["kong", "service_id"], b"s-1"),
+        );
+        assert_eq!(route_id(&kong).as_deref(), Some("r-1"));
+        assert_eq!(service_id(&kong).as_deref(), Some("s-1"));
+        assert_eq!(
+            kong.take(),
+            vec!["property kong.route_id", "property kong.service_id"]
+        );
         reset_flavor();
     }
 

@@ -58,7 +58,7 @@ impl JsonSchema for HeaderValue {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$",
+            "pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$",
             "description": "An HTTP header value (no CR, LF or other control characters)."
         })
     }
@@ -67,7 +67,7 @@ impl JsonSchema for HeaderValue {
 fn template_schema(description: &str) -> Schema {
     json_schema!({
         "type": "string",
-        "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$",
+        "pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$",
         "description": description
     })
 }

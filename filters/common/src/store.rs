@@ -2,7 +2,8 @@
 //! every read-modify-write is a compare-and-swap with a bounded number of retries, every key lives in the
 //! `portcullis/` namespace (in Kong, the prefix selects the `nginx_wasm_shm_kv_portcullis` zone), and
 //! [`BoundedKeys`] maps an unbounded set of logical keys (client IPs, tokens…) onto a fixed number of slots,
-//! because Kong's shm_kv never evicts and Envoy's shared data never expires.
+//! because Envoy's shared data never expires and Portcullis ships Kong's zone with `eviction=none` (a full zone
+//! then fails the write, and ngx_wasm_module answers the request with 500, rather than evicting a key).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -18,7 +19,7 @@ pub enum StoreError {
     Contended,
     /// No free slot for a new key (all candidates hold live entries of other keys).
     Full,
-    /// The host refused (zone full in Kong, bad key, …).
+    /// The host refused (bad key, …). A full zone on Kong's engine never gets here: the engine traps the filter.
     Host,
 }
 
@@ -258,7 +259,7 @@ impl BoundedKeys {
     /// written by [`BoundedKeys::update`] (nothing else writes under a table's namespace), which writes in a
     /// probe slot only after reading every earlier probe slot of that key to exist: without a live record it
     /// takes the first usable slot from the home slot, and an absent slot is usable. And no slot key is ever
-    /// deleted ([`SharedData`] has no delete, neither host evicts), so those earlier slots still exist. This
+    /// deleted ([`SharedData`] has no delete; Kong's zone is declared `eviction=none`), so those earlier slots still exist. This
     /// keeps the common case (a new key, or a key in its home slot) at one shared-data read, each a host call,
     /// instead of one per probe; and `update` starts its compare-and-swap from that read.
     fn search(

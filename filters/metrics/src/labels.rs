@@ -7,7 +7,7 @@
 //! - Envoy: `stats_config.stats_tags: [{tag_name: route, regex: "(;route=([^;]*))"}, …]` — the first group
 //!   is cut from the name, the second is the tag value; `/stats/prometheus` then shows
 //!   `portcullis_http_requests_total{route="orders",method="GET",status_class="2xx"}`.
-//! - Kong (3.8+ Prometheus plugin, `wasm_metrics: true`): `metrics.label_patterns` in `metrics.meta.json`,
+//! - Kong (3.8+ Prometheus plugin, `wasm_metrics: true`): `metrics.label_patterns` in `portcullis_metrics.meta.json`,
 //!   `{"label": "route", "pattern": "(;route=([^;]*))"}` (a Lua pattern with the same two captures).
 
 use crate::config::Label;
@@ -42,7 +42,7 @@ pub fn extraction_pattern(label: Label) -> String {
     format!("(;{}=([^;]*))", label.name())
 }
 
-/// The `metrics` object of `metrics.meta.json` for Kong's Prometheus plugin:
+/// The `metrics` object of `portcullis_metrics.meta.json` for Kong's Prometheus plugin:
 /// `{"label_patterns": [{"label": "route", "pattern": "(;route=([^;]*))"}, …]}`.
 pub fn kong_metrics_meta() -> serde_json::Value {
     let patterns: Vec<serde_json::Value> = ALL_LABELS

@@ -379,7 +379,7 @@ fn envoy_request_count(envoy: &Envoy) -> Result<(), String> {
 /// The same count on Kong's engine. The engine has no metrics endpoint (Kong's Prometheus plugin reads its
 /// shared memory from Lua), so the demo reads the counter through the harness's metric reader: a module and a
 /// server on a port of the harness's own that `KongEngine::start_file` adds to the rendered nginx.conf. The
-/// engine names the series `pw:metrics:<name>`; bare nginx gives filters no route name (`xds.route_name` on
+/// engine names the series `pw:portcullis_metrics:<name>`; bare nginx gives filters no route name (`xds.route_name` on
 /// Envoy, `kong.route_id` on Kong), so the route label is `unknown`.
 fn engine_request_count(proxy: &Proxy) -> Result<(), String> {
     let series = "portcullis_http_requests_total;route=unknown;method=GET;status_class=2xx";
@@ -393,11 +393,13 @@ fn engine_request_count(proxy: &Proxy) -> Result<(), String> {
     }
     println!("    counter read through the harness's metric reader (the engine serves no metrics itself):");
     match count {
-        Some(n) => println!("        pw:metrics:{series} {n}"),
-        None => println!("        pw:metrics:{series} (not defined)"),
+        Some(n) => println!("        pw:portcullis_metrics:{series} {n}"),
+        None => println!("        pw:portcullis_metrics:{series} (not defined)"),
     }
     if count != Some(2) {
-        return Err(format!("pw:metrics:{series} is {count:?}, expected 2"));
+        return Err(format!(
+            "pw:portcullis_metrics:{series} is {count:?}, expected 2"
+        ));
     }
     Ok(())
 }

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         for (name, doc) in meta::all() {
-            let path = dir.join(format!("{name}.meta.json"));
+            let path = dir.join(format!(
+                "{}.meta.json",
+                portcullis_common::artifact_name(name)
+            ));
             if let Err(e) = std::fs::write(&path, meta::render(&doc)) {
                 eprintln!("meta-json: {}: {e}", path.display());
                 return ExitCode::FAILURE;

@@ -1,0 +1,409 @@
+//! The Kong suite on a real Kong (`PORTCULLIS_KONG` or `kong` on PATH; see tests/src/kong.rs), run by
+//! `scripts/kong-test`. Without a Kong it prints `skipped: <reason>` and exits 3.
+//!
+//! 1. The scenario suite (tests/scenarios) on a DB-less Kong: what the client and the upstream receive.
+//! 2. Never open, DB-less: every valid example config of every filter and the bundle (tests/configs/*/valid),
+//!    rendered by `portcullis render --target kong`, each on its own route behind a marker filter: every route
+//!    must answer with the marker (its chain runs) and Kong must log no chain that failed to build.
+//! 3. The same policy pushed with `portcullis push` to a Kong with PostgreSQL: created, every chain running, a
+//!    second push changes nothing (empty lists included), then the push test policy (create, rate limit through
+//!    the pushed chain, an edit as exactly one update, a dry run that writes nothing).
+//! 4. Kong's own validation: a bad filter config is refused by `POST /config` and by the Admin API with the
+//!    field named.
+//! 5. Metrics through Kong's `prometheus` plugin.
+
+use portcullis_e2e::kong::{self, Kong, Postgres, Store};
+use portcullis_e2e::paths::repo_root;
+use portcullis_e2e::scenario::{kong_declarative, load_dir};
+use portcullis_e2e::{json, HostKind, Request, Upstream};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+/// The response header the marker filter sets on every route of the never-open policy.
+const MARKER: &str = "x-portcullis-chain";
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn check(&mut self, name: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.passed += 1;
+                println!("ok    {name}");
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("FAIL  {name}: {e}");
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let bin = match kong::binary() {
+        Ok(b) => b,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return ExitCode::from(3);
+        }
+    };
+    println!("Kong {} ({})", kong::version(&bin), bin.display());
+    let mut t = Tally::default();
+    let echo = Upstream::echo();
+    let echo_url = format!("http://{}", echo.addr);
+
+    scenarios(&mut t, &echo_url);
+    let policy = never_open_policy(&echo_url);
+    let policy_file = write_policy(&policy);
+    never_open_dbless(&mut t, &policy, &policy_file);
+    match Postgres::start() {
+        Ok(pg) => with_postgres(&mut t, &pg, &policy, &policy_file, &echo_url),
+        Err(e) => t.check("PostgreSQL for DB mode", Err(e)),
+    }
+    println!("kong: {} passed, {} failed", t.passed, t.failed);
+    if t.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn scenarios(t: &mut Tally, echo_url: &str) {
+    let scenarios = match load_dir(&repo_root().join("tests/scenarios")) {
+        Ok(s) => s,
+        Err(e) => return t.check("load tests/scenarios", Err(e)),
+    };
+    let config = kong_declarative(&scenarios, echo_url);
+    let kong = match Kong::start(Store::Declarative(&config), &[]) {
+        Ok(k) => k,
+        Err(e) => return t.check("scenarios: start DB-less Kong", Err(e)),
+    };
+    for s in &scenarios {
+        let result = match s.request(kong.proxy, &s.kong_prefix()).try_send() {
+            // Kong embeds ngx_wasm_module: a removed request header arrives empty there too
+            Ok(response) => {
+                let problems = s.check_on(HostKind::KongEngine, &response);
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(problems.join("; "))
+                }
+            }
+            Err(e) => Err(format!("request failed: {e}")),
+        };
+        t.check(&format!("scenario {}", s.name), result);
+    }
+    t.check("scenarios: no chain failed to build", no_failures(&kong));
+}
+
+fn no_failures(kong: &Kong) -> Result<(), String> {
+    let failures = kong.chain_failures();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// A policy file with one route per valid example config (`/open/<filter>/<example>`), each chain led by a
+/// headers filter that stamps [`MARKER`] on the response, and the metrics filter on one more route.
+fn never_open_policy(echo_url: &str) -> Value {
+    let mut routes = Vec::new();
+    let dir = repo_root().join("tests/configs");
+    let mut filters: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    filters.sort();
+    for filter_dir in filters {
+        let filter = filter_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut examples: Vec<PathBuf> = std::fs::read_dir(filter_dir.join("valid"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        examples.sort();
+        for example in examples {
+            let stem = example
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&example).unwrap_or_default();
+            let config: Value = serde_norway::from_str(&text).unwrap_or(Value::Null);
+            let name = format!("{filter}.{stem}");
+            routes.push(json!({
+                "name": name,
+                "match": { "path": format!("/open/{filter}/{stem}") },
+                "upstream": "echo",
+                "chain": [
+                    { "filter": "headers", "config": { "response": { "set": [ { "name": MARKER, "value": name } ] } } },
+                    { "filter": filter, "config": config }
+                ]
+            }));
+        }
+    }
+    let echo = json!({ "url": echo_url });
+    json!({
+        "gateway": { "kong_version": "3.9" },
+        // upstream names the example configs call out to (jwks, log and trace collectors): all the echo
+        "upstreams": { "echo": echo, "idp.example.com": echo, "logs.internal": echo, "otel-collector": echo },
+        "routes": routes
+    })
+}
+
+fn write_policy(policy: &Value) -> PathBuf {
+    let dir = kong::scratch_dir("kong-policy").expect("temp dir");
+    let file = dir.join("never-open.portcullis.yaml");
+    std::fs::write(
+        &file,
+        serde_json::to_string_pretty(policy).unwrap_or_default(),
+    )
+    .expect("write");
+    file
+}
+
+fn portcullis() -> Command {
+    let bin = std::env::var_os("PORTCULLIS_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/portcullis"));
+    Command::new(bin)
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// Every route of the policy answers with its marker: its chain runs. Retries while Kong rebuilds its router
+/// after an Admin API write.
+fn every_chain_runs(kong: &Kong, policy: &Value) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for route in policy["routes"].as_array().into_iter().flatten() {
+        let name = route["name"].as_str().unwrap_or_default();
+        let path = format!("{}/x", route["match"]["path"].as_str().unwrap_or("/"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let last = loop {
+            let r = Request::new(kong.proxy, "GET", &path)
+                .timeout(Duration::from_secs(10))
+                .try_send();
+            let marker = r
+                .as_ref()
+                .ok()
+                .and_then(|r| r.header(MARKER).map(str::to_string));
+            if marker.as_deref() == Some(name) || Instant::now() > deadline {
+                break (r.map(|r| (r.status, marker)), name);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        match last {
+            (Ok((_, Some(m))), name) if m == name => {}
+            (Ok((status, marker)), name) => problems.push(format!(
+                "{name}: {status} without its chain's marker ({marker:?}): the route runs without its chain"
+            )),
+            (Err(e), name) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        no_failures(kong)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn never_open_dbless(t: &mut Tally, policy: &Value, policy_file: &std::path::Path) {
+    let out = match kong::scratch_dir("kong-render") {
+        Ok(d) => d,
+        Err(e) => return t.check("render dir", Err(e.to_string())),
+    };
+    let rendered = run(portcullis()
+        .arg("render")
+        .arg(policy_file)
+        .args(["--target", "kong", "-o"])
+        .arg(&out));
+    if let Err(e) = rendered {
+        return t.check("never open: portcullis render --target kong", Err(e));
+    }
+    let text = std::fs::read_to_string(out.join("kong.yml")).unwrap_or_default();
+    let config: Value = match serde_norway::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return t.check("never open: rendered kong.yml parses", Err(e.to_string())),
+    };
+    let kong = match Kong::start(Store::Declarative(&config), &[]) {
+        Ok(k) => k,
+        Err(e) => {
+            return t.check(
+                "never open: DB-less Kong loads the rendered kong.yml",
+                Err(e),
+            )
+        }
+    };
+    t.check(
+        &format!(
+            "never open (DB-less): all {} example chains run",
+            policy["routes"].as_array().map_or(0, Vec::len)
+        ),
+        every_chain_runs(&kong, policy),
+    );
+    t.check("Kong refuses a bad filter config in POST /config, naming the field", {
+        let bad = json!({"_format_version": "3.0", "services": [{"name": "s", "url": "http://127.0.0.1:9",
+            "routes": [{"name": "r", "paths": ["/r"], "filter_chains": [{"name": "c", "filters": [
+                {"name": "portcullis_rate_limit", "config": {"limits": [{"name": "x", "rate": "five", "per": "1s"}]}}]}]}]}]});
+        let r = kong.admin("POST", "/config", Some(&bad));
+        let text = r.text();
+        if r.status == 400 && text.contains("limits") && text.contains("rate") {
+            Ok(())
+        } else {
+            Err(format!("{}: {text}", r.status))
+        }
+    });
+}
+
+fn with_postgres(
+    t: &mut Tally,
+    pg: &Postgres,
+    policy: &Value,
+    policy_file: &std::path::Path,
+    echo_url: &str,
+) {
+    let kong = match Kong::start(Store::Postgres(pg), &[]) {
+        Ok(k) => k,
+        Err(e) => return t.check("DB mode: kong migrations bootstrap and start", Err(e)),
+    };
+    let admin = kong.admin_url();
+    let push = |file: &std::path::Path, extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = portcullis();
+        cmd.arg("push")
+            .arg(file)
+            .args(["--kong-admin", &admin])
+            .args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    };
+    match push(policy_file, &[], &[]) {
+        Ok(_) => {
+            t.check(
+                "never open (PostgreSQL): pushed chains all run",
+                every_chain_runs(&kong, policy),
+            );
+            t.check(
+                "never open (PostgreSQL): a second push changes nothing (empty lists included)",
+                push(policy_file, &[], &[]).and_then(|out| {
+                    if out.contains("0 to create, 0 to update, 0 to delete") {
+                        Ok(())
+                    } else {
+                        Err(out)
+                    }
+                }),
+            );
+        }
+        Err(e) => t.check("never open (PostgreSQL): push", Err(e)),
+    }
+    t.check(
+        "Kong's Admin API refuses a bad filter config, naming the field",
+        {
+            let bad = json!({"name": "bad", "filters": [{"name": "portcullis_rate_limit",
+            "config": {"limits": [{"name": "x", "rate": 5, "per": "soon"}]}}]});
+            let r = kong.admin("POST", "/filter-chains", Some(&bad));
+            let text = r.text();
+            if r.status == 400 && text.contains("per") {
+                Ok(())
+            } else {
+                Err(format!("{}: {text}", r.status))
+            }
+        },
+    );
+    push_test(t, &kong, &push, echo_url);
+}
+
+type Push<'a> = dyn Fn(&std::path::Path, &[&str], &[(&str, &str)]) -> Result<String, String> + 'a;
+
+/// kong/push-test.portcullis.yaml against the database-backed Kong, its upstream pointed at the echo.
+fn push_test(t: &mut Tally, kong: &Kong, push: &Push<'_>, echo_url: &str) {
+    let text = std::fs::read_to_string(repo_root().join("kong/push-test.portcullis.yaml"))
+        .unwrap_or_default();
+    let dir = kong::scratch_dir("kong-push").expect("temp dir");
+    let file = dir.join("push-test.portcullis.yaml");
+    std::fs::write(&file, text.replace("http://echo:8080", echo_url)).expect("write");
+    let header_becomes = |path: &str, name: &str, want: &str| -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = Request::new(kong.proxy, "GET", path)
+                .try_send()
+                .ok()
+                .and_then(|r| r.header(name).map(str::to_string));
+            if got.as_deref() == Some(want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("GET {path}: {name} is {got:?}, expected {want:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let v = |version: &'static str| [("PUSH_VERSION", version)];
+    t.check(
+        "push: create, then the pushed chain answers",
+        push(&file, &[], &v("v1"))
+            .and_then(|_| header_becomes("/push-hello", "x-policy-version", "v1")),
+    );
+    t.check(
+        "push: a second push is a no-op",
+        push(&file, &[], &v("v1")).and_then(|out| {
+            if out.contains("0 to create, 0 to update, 0 to delete") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        }),
+    );
+    t.check("push: the pushed rate limit gives 200 200 429", {
+        let codes: Vec<u16> = (0..3)
+            .map(|_| {
+                Request::new(kong.proxy, "GET", "/push-limited")
+                    .try_send()
+                    .map_or(0, |r| r.status)
+            })
+            .collect();
+        if codes == [200, 200, 429] {
+            Ok(())
+        } else {
+            Err(format!("{codes:?}"))
+        }
+    });
+    t.check(
+        "push: an edit is exactly one update and takes effect",
+        push(&file, &[], &v("v2")).and_then(|out| {
+            if !out.contains("0 to create, 1 to update, 0 to delete") {
+                return Err(out);
+            }
+            header_becomes("/push-hello", "x-policy-version", "v2")
+        }),
+    );
+    t.check(
+        "push: a dry run plans the update and writes nothing",
+        push(&file, &["--dry-run"], &v("v3")).and_then(|out| {
+            if !out.contains("dry run: 0 to create, 1 to update") {
+                return Err(out);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            header_becomes("/push-hello", "x-policy-version", "v2")
+        }),
+    );
+}
