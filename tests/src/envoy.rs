@@ -164,13 +164,14 @@ impl StartError {
         }
     }
 
-    /// Whether the gateway itself says it refused a filter's configuration: Envoy will not create the
-    /// plugin (and exits); Kong's engine fails the filter in every worker (`[emerg]`), and the workers exit.
+    /// Whether the gateway refused a filter's configuration: Envoy will not create the plugin (and exits); on
+    /// Kong's engine the filter fails closed, which the harness checked with a request
+    /// ([`crate::kong_engine::FAILED_CLOSED`]).
     pub fn refused_filter_config(&self) -> bool {
         let log = self.log();
         log.contains("Unable to create Wasm HTTP filter")
             || log.contains("Unable to create Wasm plugin")
-            || log.contains("filter (on_configure failure)")
+            || log.contains(crate::kong_engine::FAILED_CLOSED)
     }
 }
 

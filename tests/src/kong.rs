@@ -280,7 +280,9 @@ fn tail(text: &str, lines: usize) -> String {
 /// `postgres` user), stopped and deleted when dropped.
 pub struct Postgres {
     dir: PathBuf,
+    bin: PathBuf,
     pub port: u16,
+    /// `runuser`, whose child is the server: stopped with `pg_ctl`, as signals to runuser do not reach it.
     child: Child,
 }
 
@@ -322,7 +324,12 @@ impl Postgres {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("postgres: {e}"))?;
-        let pg = Postgres { dir, port, child };
+        let pg = Postgres {
+            dir,
+            bin: bin.clone(),
+            port,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
@@ -364,10 +371,15 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGINT: PostgreSQL's fast shutdown
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

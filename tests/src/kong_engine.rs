@@ -189,6 +189,31 @@ impl KongEngine {
         Ok(engine)
     }
 
+    /// A filter refused its configuration and fails closed (filters/common/src/adapter.rs): checked here
+    /// with a request, which must get the filter's 500. Then, as Envoy's refusal does, the start fails with the
+    /// log (and [`FAILED_CLOSED`] appended), unless the test asked to see what clients get.
+    fn failed_closed(&mut self, keep_on_refusal: bool) -> Result<(), StartError> {
+        self.expected_errors = true;
+        if keep_on_refusal {
+            return Ok(());
+        }
+        let probe = crate::client::Request::new(self.listener, "GET", "/")
+            .timeout(Duration::from_secs(5))
+            .try_send();
+        self.stop();
+        let mut log = self.logs();
+        match probe {
+            Ok(r) if r.status == 500 && r.text().contains("is not configured") => {
+                log.push_str(&format!("\n{FAILED_CLOSED}\n"));
+            }
+            other => log.push_str(&format!(
+                "\n[harness] the filter refused its configuration but a request got {:?}\n",
+                other.map(|r| (r.status, r.text()))
+            )),
+        }
+        Err(StartError::Exited { code: None, log })
+    }
+
     /// Ready when every worker (`workers`, or as many as nginx started) has loaded every module and a request
     /// is answered; a worker that could not start its filters (`[emerg]`) makes the start fail with the log,
     /// as Envoy's refusal does.
@@ -235,6 +260,9 @@ impl KongEngine {
                         code: None,
                         log: self.logs(),
                     });
+                }
+                if log.contains(portcullis_common::config::FAIL_CLOSED) {
+                    return self.failed_closed(keep_on_refusal);
                 }
                 return Ok(());
             }
@@ -368,6 +396,11 @@ impl Drop for KongEngine {
 
 /// What each worker logs when a filter's `on_configure` refuses its configuration.
 const REFUSAL_MARKER: &str = "filter (on_configure failure)";
+
+/// Appended to a start error's log when a filter refused its configuration on Kong's engine and a request got
+/// its 500 ([`KongEngine::failed_closed`]).
+pub const FAILED_CLOSED: &str =
+    "[harness] the filter refused its configuration and failed closed: a request got 500";
 
 /// A path nginx answers itself, outside every filter chain, to tell that a worker serves requests.
 pub const READY_PATH: &str = "/__portcullis/ready";

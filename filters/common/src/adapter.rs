@@ -404,6 +404,17 @@ fn read_callout_response(body_size: usize) -> Option<CalloutResponse> {
     })
 }
 
+/// Whether refusing a configuration (`on_configure` false) closes the route. Envoy rejects the filter: the
+/// listener or the config update is refused, nothing is served with it. Kong's engine does not: Kong logs
+/// `failed rebuilding filter chain state` and proxies the route **without** the chain (Kong 3.9
+/// `kong/runloop/wasm.lua`, measured in Kong 3.9.3), and bare nginx loses its workers. Only Envoy answers
+/// `xds.node` (its node, also outside requests; measured in Envoy 1.40); ngx_wasm_module answers an error
+/// status without logging (properties it does not know under `xds.`, unlike `node` or `plugin_vm_id`,
+/// which it logs as `[error]`/`[alert]`).
+fn refusal_closes_the_route() -> bool {
+    matches!(hostcalls::get_property(vec!["xds", "node"]), Ok(Some(node)) if !node.is_empty())
+}
+
 impl<P: Policy> RootContext for PolicyRoot<P> {
     fn on_configure(&mut self, size: usize) -> bool {
         let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
@@ -434,8 +445,13 @@ impl<P: Policy> RootContext for PolicyRoot<P> {
                 true
             }
             Err(e) => {
-                log::error!("invalid configuration: {e}");
-                false
+                if refusal_closes_the_route() {
+                    log::error!("invalid configuration: {e}");
+                    return false;
+                }
+                log::error!("invalid configuration: {e}; {}", crate::config::FAIL_CLOSED);
+                self.policy = None;
+                true
             }
         }
     }

@@ -7,6 +7,12 @@
 use serde::de::DeserializeOwned;
 use std::fmt;
 
+/// What a filter on Kong's engine logs after refusing its configuration: there the host would not close the
+/// route (see `refusal_closes_the_route` in adapter.rs), so the filter takes the configuration and answers
+/// every request with 500 instead.
+pub const FAIL_CLOSED: &str =
+    "failing closed: every request through this filter is answered with 500 until the configuration is fixed";
+
 /// A configuration error, located by its JSON path (`limits[0].window`); the path is empty for the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

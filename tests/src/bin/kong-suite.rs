@@ -59,6 +59,7 @@ fn main() -> ExitCode {
     let echo_url = format!("http://{}", echo.addr);
 
     scenarios(&mut t, &echo_url);
+    fails_closed(&mut t, &echo);
     let policy = never_open_policy(&echo_url);
     let policy_file = write_policy(&policy);
     never_open_dbless(&mut t, &policy, &policy_file);
@@ -100,6 +101,57 @@ fn scenarios(t: &mut Tally, echo_url: &str) {
         t.check(&format!("scenario {}", s.name), result);
     }
     t.check("scenarios: no chain failed to build", no_failures(&kong));
+}
+
+/// Configs Kong's schema accepts and the filter refuses (a bound the schema does not carry): Kong would proxy
+/// the route without the chain; the filter takes the config and answers 500 instead.
+fn fails_closed(t: &mut Tally, echo: &Upstream) {
+    let route = |name: &str, filter: &str, config: Value| {
+        json!({"name": name, "paths": [format!("/{name}")], "filter_chains": [{"name": name, "filters": [
+            {"name": portcullis_common::artifact_name(filter), "config": config}]}]})
+    };
+    let config = json!({"_format_version": "3.0", "services": [{"name": "echo", "url": format!("http://{}", echo.addr),
+    "routes": [
+        route("rate-limit", "rate-limit", json!({"max_keys": 20_000_000, "limits": [{"name": "all", "key": "all", "rate": 1, "per": "1m"}]})),
+        route("bundle", "portcullis", json!({"chain": [{"policy": "rate-limit", "config":
+            {"max_keys": 20_000_000, "limits": [{"name": "all", "key": "all", "rate": 1, "per": "1m"}]}}]})),
+    ]}]});
+    let kong = match Kong::start(Store::Declarative(&config), &[]) {
+        Ok(k) => k,
+        Err(e) => return t.check("fails closed: start DB-less Kong", Err(e)),
+    };
+    let before = echo.count();
+    for path in ["/rate-limit", "/bundle"] {
+        let statuses: Vec<u16> = (0..3)
+            .map(|_| {
+                Request::new(kong.proxy, "GET", path)
+                    .try_send()
+                    .map_or(0, |r| r.status)
+            })
+            .collect();
+        let log = kong.error_log();
+        t.check(
+            &format!(
+                "fails closed: {path}: a config Kong accepts and the filter refuses answers 500"
+            ),
+            if statuses == [500, 500, 500] && log.contains(portcullis_common::config::FAIL_CLOSED) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{statuses:?}\n{}",
+                    kong.chain_failures().join("\n")
+                ))
+            },
+        );
+    }
+    t.check(
+        "fails closed: the upstream was never reached",
+        if echo.count() == before {
+            Ok(())
+        } else {
+            Err(format!("{} requests reached it", echo.count() - before))
+        },
+    );
 }
 
 fn no_failures(kong: &Kong) -> Result<(), String> {
