@@ -311,6 +311,10 @@ fn never_open_dbless(t: &mut Tally, policy: &Value, policy_file: &std::path::Pat
         ),
         every_chain_runs(&kong, policy),
     );
+    t.check(
+        "metrics: Kong's prometheus plugin (rendered) exports the metrics filter's series with its labels",
+        prometheus_exports_filter_metrics(&kong),
+    );
     t.check("Kong refuses a bad filter config in POST /config, naming the field", {
         let bad = json!({"_format_version": "3.0", "services": [{"name": "s", "url": "http://127.0.0.1:9",
             "routes": [{"name": "r", "paths": ["/r"], "filter_chains": [{"name": "c", "filters": [
@@ -323,6 +327,38 @@ fn never_open_dbless(t: &mut Tally, policy: &Value, policy_file: &std::path::Pat
             Err(format!("{}: {text}", r.status))
         }
     });
+}
+
+/// After [`every_chain_runs`] sent a GET through every route, the metrics filter's request counter is on Kong's
+/// `/metrics` (Admin API) as `pw_<filter>_<metric>{labels}`, its labels taken out of the name by the
+/// `label_patterns` of the filter's meta.json, the route label being Kong's route id.
+fn prometheus_exports_filter_metrics(kong: &Kong) -> Result<(), String> {
+    let r = kong.admin("GET", "/metrics", None);
+    let text = r.text();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pw_portcullis_metrics_portcullis_http_requests_total{"))
+        .collect();
+    let labelled = series.iter().any(|l| {
+        l.contains("method=\"GET\"")
+            && l.contains("status_class=")
+            && l.contains("route=\"")
+            && !l.contains(";")
+    });
+    if r.status == 200 && labelled {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: no labelled pw_portcullis_metrics_portcullis_http_requests_total series: {:?}\n{}",
+            r.status,
+            series,
+            text.lines()
+                .filter(|l| l.starts_with("pw_"))
+                .take(10)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    }
 }
 
 fn with_postgres(
