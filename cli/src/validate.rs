@@ -55,7 +55,7 @@ pub fn check_filters(l: &Loaded) -> Vec<Diagnostic> {
 }
 
 /// A JSON pointer location (`/limits/0/per`) written the way the parsers write paths (`limits[0].per`).
-fn dotted(location: &jsonschema::paths::Location) -> String {
+pub fn dotted(location: &jsonschema::paths::Location) -> String {
     let mut path = String::new();
     for segment in location {
         match segment {

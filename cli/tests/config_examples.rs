@@ -10,6 +10,7 @@
 //! - Every filter config in every filter chain of kong/kong.yml passes its filter's schema and parser.
 
 use portcullis_cli::kong_schema;
+use portcullis_cli::validate::dotted;
 use portcullis_common::{ConfigError, Policy};
 use portcullis_e2e::meta;
 use portcullis_e2e::paths::repo_root;
@@ -71,23 +72,6 @@ fn checkers() -> BTreeMap<String, Checker> {
         "a parser is registered for a filter without a meta.json"
     );
     out
-}
-
-/// A JSON pointer location (`/rules/0/match`) as the parser writes paths (`rules[0].match`).
-fn dotted(location: &jsonschema::paths::Location) -> String {
-    let mut path = String::new();
-    for segment in location {
-        match segment {
-            jsonschema::paths::LocationSegment::Index(i) => path.push_str(&format!("[{i}]")),
-            jsonschema::paths::LocationSegment::Property(p) => {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(&p);
-            }
-        }
-    }
-    path
 }
 
 /// Instance paths of every schema error, including the errors inside failed `oneOf`/`anyOf` branches.

@@ -2,6 +2,18 @@
 //! only the filter chain costs anything) with a Portcullis filter, Envoy's native equivalent, a Lua equivalent,
 //! no filter, or an empty wasm filter. Config generation is unit-tested with `envoy --mode validate`.
 
+pub mod wrk;
+
+/// The time a benchmark report is stamped with (`2026-12-05 01:30 UTC`).
+pub fn utc_now() -> String {
+    std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 use crate::envoy::{EnvoyConfig, FilterSpec};
 use crate::paths;
 use serde_json::{json, Value};

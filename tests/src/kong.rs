@@ -107,12 +107,22 @@ pub struct Kong {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     running: bool,
+    cpu: Option<usize>,
 }
 
 impl Kong {
     /// Starts Kong with every built filter in its `wasm_filters_path`, the shared-data zone as
     /// `portcullis render --target kong` declares it, and `extra` kong.conf lines.
     pub fn start(store: Store<'_>, extra: &[&str]) -> Result<Kong, String> {
+        Kong::start_pinned(store, extra, None)
+    }
+
+    /// [`Kong::start`] with Kong's processes pinned to `cpu` (`taskset`; benchmarks).
+    pub fn start_pinned(
+        store: Store<'_>,
+        extra: &[&str],
+        cpu: Option<usize>,
+    ) -> Result<Kong, String> {
         let bin = binary()?;
         let dir = scratch_dir("kong").map_err(|e| e.to_string())?;
         let filters = dir.join("filters");
@@ -157,6 +167,7 @@ impl Kong {
             proxy,
             admin,
             running: false,
+            cpu,
         };
         if let Store::Postgres(_) = store {
             kong.run(&["migrations", "bootstrap"])?;
@@ -169,32 +180,29 @@ impl Kong {
 
     /// `kong <args> -c <conf> -p <prefix>` (`kong stop` takes no `-c`); Err carries its output.
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match self.cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.args(args);
         if args != ["stop"] {
             cmd.arg("-c").arg(&self.conf);
         }
-        let out = cmd
-            .arg("-p")
+        cmd.arg("-p")
             .arg(&self.prefix)
             .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("kong {}: {e}", args.join(" ")))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!(
+            .stdin(Stdio::null());
+        run(&mut cmd).map_err(|text| {
+            format!(
                 "kong {} failed: {text}\n{}",
                 args.join(" "),
                 tail(&self.error_log(), 30)
-            ))
-        }
+            )
+        })
     }
 
     fn wait_ready(&self) -> Result<(), String> {
@@ -268,6 +276,21 @@ impl Drop for Kong {
         if std::env::var_os("PORTCULLIS_KEEP_KONG").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Runs `cmd` to its end: its stdout and stderr, as `Ok` when it succeeded.
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
     }
 }
 

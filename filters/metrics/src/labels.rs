@@ -7,8 +7,8 @@
 //! - Envoy: `stats_config.stats_tags: [{tag_name: route, regex: "(;route=([^;]*))"}, …]` — the first group
 //!   is cut from the name, the second is the tag value; `/stats/prometheus` then shows
 //!   `portcullis_http_requests_total{route="orders",method="GET",status_class="2xx"}`.
-//! - Kong (3.8+ Prometheus plugin, `wasm_metrics: true`): `metrics.label_patterns` in `portcullis_metrics.meta.json`,
-//!   `{"label": "route", "pattern": "(;route=([^;]*))"}` (a Lua pattern with the same two captures).
+//! - Kong (3.9+ Prometheus plugin; 3.10 with `wasm_metrics: true`): `metrics.label_patterns` in `portcullis_metrics.meta.json`,
+//!   `{"label": "route", "pattern": "(;route=([^;]*))"}` (a PCRE matched with `ngx.re.match`, the same two captures).
 
 use crate::config::Label;
 use portcullis_common::metrics::Metric;

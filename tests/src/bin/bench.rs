@@ -8,6 +8,8 @@
 //!                                          without an engine prints `skipped: <reason>` and exits 3)
 //!         [--perf]   (instead of measuring: `perf record` each variant's proxy under load, print where its CPU went)
 
+use portcullis_e2e::bench::utc_now;
+use portcullis_e2e::bench::wrk::{parse_wrk, Sample};
 use portcullis_e2e::bench::{
     bootstrap, engine_variants, variants, wasm_files, EngineVariant, Variant,
 };
@@ -78,48 +80,6 @@ fn options() -> Result<Options, String> {
         }
     }
     Ok(o)
-}
-
-#[derive(Debug, Clone, Default)]
-struct Sample {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    non_2xx: u64,
-    requests: u64,
-}
-
-/// Parses wrk's `--latency` output.
-fn parse_wrk(out: &str) -> Option<Sample> {
-    let mut s = Sample::default();
-    for line in out.lines() {
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
-            s.rps = v.trim().parse().ok()?;
-        } else if let Some(v) = t.strip_prefix("50%") {
-            s.p50_us = duration_us(v.trim())?;
-        } else if let Some(v) = t.strip_prefix("99%") {
-            s.p99_us = duration_us(v.trim())?;
-        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
-            s.non_2xx = v.trim().parse().ok()?;
-        } else if let Some((n, _)) = t.split_once(" requests in ") {
-            s.requests = n.trim().parse().ok()?;
-        }
-    }
-    (s.rps > 0.0).then_some(s)
-}
-
-fn duration_us(text: &str) -> Option<f64> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let (n, unit) = text.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    Some(match unit {
-        "us" => n,
-        "ms" => n * 1e3,
-        "s" => n * 1e6,
-        "m" => n * 60e6,
-        _ => return None,
-    })
 }
 
 fn wrk(
@@ -515,15 +475,6 @@ fn rows(
     out
 }
 
-fn utc_now() -> String {
-    Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 fn write_json(name: &str, report: &Value) {
     let dir = paths::repo_root().join("bench");
     let _ = std::fs::create_dir_all(&dir);
@@ -786,6 +737,12 @@ fn write_report() -> ExitCode {
     };
     if let Some(report) = &engine {
         md.push_str(&engine_markdown(report));
+    }
+    // real Kong against its Lua plugins (kong-bench writes its own section)
+    if let Some(section) =
+        read_report("results-kong.json").and_then(|r| r["markdown"].as_str().map(str::to_string))
+    {
+        md.push_str(&section);
     }
     // The hand-written analysis of the committed run (where the time goes, what was profiled) is kept in
     // bench/ANALYSIS.md and appended, so a re-run refreshes the numbers without losing it.

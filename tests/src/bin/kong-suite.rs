@@ -12,7 +12,7 @@
 //!    field named.
 //! 5. Metrics through Kong's `prometheus` plugin.
 
-use portcullis_e2e::kong::{self, Kong, Postgres, Store};
+use portcullis_e2e::kong::{self, run, Kong, Postgres, Store};
 use portcullis_e2e::paths::repo_root;
 use portcullis_e2e::scenario::{kong_declarative, load_dir};
 use portcullis_e2e::{json, HostKind, Request, Upstream};
@@ -227,20 +227,6 @@ fn portcullis() -> Command {
     Command::new(bin)
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
-}
-
 /// Every route of the policy answers with its marker: its chain runs. Retries while Kong rebuilds its router
 /// after an Admin API write.
 fn every_chain_runs(kong: &Kong, policy: &Value) -> Result<(), String> {
@@ -368,7 +354,10 @@ fn with_postgres(
     policy_file: &std::path::Path,
     echo_url: &str,
 ) {
-    let kong = match Kong::start(Store::Postgres(pg), &[]) {
+    // Kong rebuilds each worker's router in the background after an Admin API write (`worker_consistency =
+    // eventual`): a request can meet a worker without the new route (404). Strict makes every worker rebuild
+    // before it routes, so what a test sends right after a push sees the push.
+    let kong = match Kong::start(Store::Postgres(pg), &["worker_consistency = strict"]) {
         Ok(k) => k,
         Err(e) => return t.check("DB mode: kong migrations bootstrap and start", Err(e)),
     };
