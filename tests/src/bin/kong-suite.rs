@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     let echo = Upstream::echo();
     let echo_url = format!("http://{}", echo.addr);
 
+    shipped_files(&mut t, &echo_url);
     scenarios(&mut t, &echo_url);
     fails_closed(&mut t, &echo);
     let policy = never_open_policy(&echo_url);
@@ -101,6 +102,41 @@ fn scenarios(t: &mut Tally, echo_url: &str) {
         t.check(&format!("scenario {}", s.name), result);
     }
     t.check("scenarios: no chain failed to build", no_failures(&kong));
+}
+
+/// kong/kong.conf and kong/kong.yml as shipped: Kong starts with them (the conf's paths pointed at this run's
+/// files, its upstream `echo:8080` at the echo), every chain builds, and the headers demo route answers with
+/// its response headers.
+fn shipped_files(t: &mut Tally, echo_url: &str) {
+    let root = repo_root();
+    let conf = std::fs::read_to_string(root.join("kong/kong.conf")).unwrap_or_default();
+    let managed = ["declarative_config", "wasm_filters_path", "database"];
+    let lines: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !managed.iter().any(|k| l.starts_with(k)))
+        .collect();
+    let text = std::fs::read_to_string(root.join("kong/kong.yml"))
+        .unwrap_or_default()
+        .replace("http://echo:8080", echo_url)
+        .replace("\"echo:8080\"", &format!("\"{}\"", echo_url.trim_start_matches("http://")));
+    let config: Value = match serde_norway::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return t.check("kong/kong.yml parses", Err(e.to_string())),
+    };
+    let kong = match Kong::start(Store::Declarative(&config), &lines) {
+        Ok(k) => k,
+        Err(e) => return t.check("Kong starts with kong/kong.conf and kong/kong.yml", Err(e)),
+    };
+    t.check("Kong starts with kong/kong.conf and kong/kong.yml; every chain builds", {
+        let r = Request::new(kong.proxy, "GET", "/headers/hello").header("x-user", "alice").try_send();
+        match r {
+            Ok(r) if r.status == 200 && r.header("x-served-by") == Some("portcullis-headers") => no_failures(&kong),
+            Ok(r) => Err(format!("/headers/hello: {} {:?}", r.status, r.headers)),
+            Err(e) => Err(e.to_string()),
+        }
+    });
 }
 
 /// Configs Kong's schema accepts and the filter refuses (a bound the schema does not carry): Kong would proxy
