@@ -326,11 +326,20 @@ fn rerender() -> Result<(), String> {
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut report: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     report["markdown"] = json!(markdown(&report));
-    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn median(r: &Value) -> f64 {
-    let mut xs: Vec<f64> = r["rps_rounds"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+    let mut xs: Vec<f64> = r["rps_rounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
     xs.sort_by(f64::total_cmp);
     match xs.len() {
         0 => 0.0,
@@ -367,7 +376,9 @@ fn markdown(report: &Value) -> String {
         let vs_lua_median = lua.map(|l| median(r) / median(l));
         let goal = match (vs_lua, vs_lua_median) {
             (Some(best), Some(med)) if best >= 1.0 && med >= 1.0 => "met",
-            (Some(best), Some(med)) if best >= 1.0 || med >= 1.0 => "at parity (one figure under 1.00×)",
+            (Some(best), Some(med)) if best >= 1.0 || med >= 1.0 => {
+                "at parity (one figure under 1.00×)"
+            }
             (Some(_), Some(_)) => "**missed**",
             _ => "",
         };

@@ -120,7 +120,10 @@ fn shipped_files(t: &mut Tally, echo_url: &str) {
     let text = std::fs::read_to_string(root.join("kong/kong.yml"))
         .unwrap_or_default()
         .replace("http://echo:8080", echo_url)
-        .replace("\"echo:8080\"", &format!("\"{}\"", echo_url.trim_start_matches("http://")));
+        .replace(
+            "\"echo:8080\"",
+            &format!("\"{}\"", echo_url.trim_start_matches("http://")),
+        );
     let config: Value = match serde_norway::from_str(&text) {
         Ok(v) => v,
         Err(e) => return t.check("kong/kong.yml parses", Err(e.to_string())),
@@ -129,14 +132,23 @@ fn shipped_files(t: &mut Tally, echo_url: &str) {
         Ok(k) => k,
         Err(e) => return t.check("Kong starts with kong/kong.conf and kong/kong.yml", Err(e)),
     };
-    t.check("Kong starts with kong/kong.conf and kong/kong.yml; every chain builds", {
-        let r = Request::new(kong.proxy, "GET", "/headers/hello").header("x-user", "alice").try_send();
-        match r {
-            Ok(r) if r.status == 200 && r.header("x-served-by") == Some("portcullis-headers") => no_failures(&kong),
-            Ok(r) => Err(format!("/headers/hello: {} {:?}", r.status, r.headers)),
-            Err(e) => Err(e.to_string()),
-        }
-    });
+    t.check(
+        "Kong starts with kong/kong.conf and kong/kong.yml; every chain builds",
+        {
+            let r = Request::new(kong.proxy, "GET", "/headers/hello")
+                .header("x-user", "alice")
+                .try_send();
+            match r {
+                Ok(r)
+                    if r.status == 200 && r.header("x-served-by") == Some("portcullis-headers") =>
+                {
+                    no_failures(&kong)
+                }
+                Ok(r) => Err(format!("/headers/hello: {} {:?}", r.status, r.headers)),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    );
 }
 
 /// Configs Kong's schema accepts and the filter refuses (a bound the schema does not carry): Kong would proxy
