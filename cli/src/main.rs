@@ -19,6 +19,7 @@ USAGE:
     portcullis push FILE --kong-admin URL [--dry-run] [--output human|json] [--retries N]
     portcullis serve --xds ADDR FILE [--poll-ms N] [--output human|json]
     portcullis render FILE --target envoy --xds ADDR [-o OUT]
+    portcullis render FILE --target kong [--kong-version 3.9|3.10] [-o DIR]
     portcullis help
 
 render: envoy writes the bootstrap YAML to OUT (default: stdout); kong writes kong.yml to stdout, or
@@ -49,6 +50,7 @@ struct Args {
     retries: u32,
     xds: Option<String>,
     poll_ms: u64,
+    kong_version: Option<String>,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -65,6 +67,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         retries: 4,
         xds: None,
         poll_ms: 200,
+        kong_version: None,
     };
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -83,6 +86,16 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--kong-admin" => a.kong_admin = Some(value("--kong-admin")?),
             "--dry-run" => a.dry_run = true,
             "--xds" => a.xds = Some(value("--xds")?),
+            "--kong-version" => {
+                let v = value("--kong-version")?;
+                if !portcullis_cli::policy::KONG_VERSIONS.contains(&v.as_str()) {
+                    return Err(format!(
+                        "--kong-version {v:?}: one of {:?}",
+                        portcullis_cli::policy::KONG_VERSIONS
+                    ));
+                }
+                a.kong_version = Some(v);
+            }
             "--poll-ms" => {
                 a.poll_ms = value("--poll-ms")?
                     .parse()
@@ -126,7 +139,7 @@ fn main() -> ExitCode {
     let Some(file) = args.file.clone() else {
         return usage("missing FILE");
     };
-    let loaded = match load_and_validate(&file, &process_env) {
+    let mut loaded = match load_and_validate(&file, &process_env) {
         Ok(l) => l,
         Err(LoadError::Io(e)) => {
             if args.json && args.command != "render" {
@@ -181,6 +194,9 @@ fn main() -> ExitCode {
                 emit(args.out.as_deref(), &text)
             }
             Some("kong") => {
+                if let Some(v) = &args.kong_version {
+                    loaded.policy.gateway.kong_version = v.clone();
+                }
                 let yml = render::to_yaml(
                     &render::kong(&loaded.policy),
                     &loaded,

@@ -37,26 +37,24 @@ impl Proxy {
     /// worker that wrote it (Envoy: the thread id; nginx: `pid#tid`). nginx's trailing request context
     /// (`, client: …, server: …`) is cut off.
     pub fn filter_log(&self, filter: &str) -> Vec<FilterLogLine> {
-        let prefix = format!("[{filter}] ");
-        self.logs()
-            .lines()
-            .filter_map(|line| {
-                let (head, message) = line.split_once(&prefix)?;
-                let (worker, message) = match self {
-                    // [2026-12-04 21:00:00.000][1234][info][wasm] [source/…] wasm log …: [filter] msg
-                    Proxy::Envoy(_) => (head.split('[').nth(2)?.split(']').next()?, message),
-                    // 2026/12/04 21:00:00 [info] 1234#1234: *5 [proxy-wasm]["f" #1] [filter] msg, client: …
-                    Proxy::KongEngine(_) => (
-                        head.split_whitespace().nth(3)?.trim_end_matches(':'),
-                        nginx_message(message),
-                    ),
-                };
-                Some(FilterLogLine {
-                    worker: worker.to_string(),
-                    message: message.to_string(),
-                })
-            })
-            .collect()
+        match self {
+            Proxy::Envoy(_) => {
+                let prefix = format!("[{filter}] ");
+                self.logs()
+                    .lines()
+                    .filter_map(|line| {
+                        let (head, message) = line.split_once(&prefix)?;
+                        // [2026-12-04 21:00:00.000][1234][info][wasm] [source/…] wasm log …: [filter] msg
+                        let worker = head.split('[').nth(2)?.split(']').next()?;
+                        Some(FilterLogLine {
+                            worker: worker.to_string(),
+                            message: message.to_string(),
+                        })
+                    })
+                    .collect()
+            }
+            Proxy::KongEngine(_) => nginx_filter_log(&self.logs(), filter),
+        }
     }
 
     pub fn host(&self) -> HostKind {
@@ -132,6 +130,23 @@ fn nginx_message(line: &str) -> &str {
         }
         _ => message,
     }
+}
+
+/// Every line filter `filter` logged in an nginx error log (Kong's engine, Kong):
+/// `2026/12/04 21:00:00 [info] 1234#1234: *5 [proxy-wasm]["f" #1] [filter] msg, client: …`, the worker being
+/// `pid#tid` and nginx's trailing request context cut off.
+pub fn nginx_filter_log(log: &str, filter: &str) -> Vec<FilterLogLine> {
+    let prefix = format!("[{filter}] ");
+    log.lines()
+        .filter_map(|line| {
+            let (head, message) = line.split_once(&prefix)?;
+            let worker = head.split_whitespace().nth(3)?.trim_end_matches(':');
+            Some(FilterLogLine {
+                worker: worker.to_string(),
+                message: nginx_message(message).to_string(),
+            })
+        })
+        .collect()
 }
 
 /// One line a filter logged.

@@ -4,10 +4,14 @@
 //! The gateway is `--host envoy` (default; `--config FILE` is the bootstrap, default `envoy/demo.yaml`, which
 //! `portcullis render` generates from `envoy/demo.portcullis.yaml`) or `--host kong-engine`: Kong's WebAssembly
 //! engine, nginx + ngx_wasm_module, on the nginx.conf `portcullis render --target kong-engine` makes of the
-//! same policy (`--config FILE`, default `target/demo/nginx.conf`).
+//! same policy (`--config FILE`, default `target/demo/nginx.conf`), or `--host kong`: a real Kong
+//! (`PORTCULLIS_KONG` or `kong` on PATH) DB-less on the kong.yml `portcullis render --target kong` makes of it
+//! (`--config FILE`, default `target/demo/kong/kong.yml`).
 //! Every demo is a route of the one listener, selected by its Host (`headers.demo.test`, `jwt.demo.test`, …).
 //! Exits non-zero if an expected effect is missing, so the demo doubles as a smoke check.
 
+use portcullis_e2e::gateway::nginx_filter_log;
+use portcullis_e2e::kong::{Kong, Store};
 use portcullis_e2e::kong_engine::KongEngine;
 use portcullis_e2e::upstream::echo;
 use portcullis_e2e::{paths, Envoy, HostKind, Proxy, Recorded, Reply, Request, Response, Upstream};
@@ -32,23 +36,51 @@ struct Step {
     check: Check,
 }
 
-type Check = fn(&Proxy, &[Response], &[Recorded], &[Recorded]) -> Result<(), String>;
+type Check = fn(&Demo, &[Response], &[Recorded], &[Recorded]) -> Result<(), String>;
+
+/// The gateway the demo runs on: Envoy or Kong's engine (the harness's [`Proxy`]), or a real Kong.
+enum Demo {
+    Proxy(Proxy),
+    Kong(Kong),
+}
+
+impl Demo {
+    fn listener(&self) -> SocketAddr {
+        match self {
+            Demo::Proxy(p) => p.listener(),
+            Demo::Kong(k) => k.proxy,
+        }
+    }
+
+    /// The gateway runs Kong's engine (bare or inside Kong).
+    fn is_kong_engine(&self) -> bool {
+        match self {
+            Demo::Proxy(p) => p.host() == HostKind::KongEngine,
+            Demo::Kong(_) => true,
+        }
+    }
+
+    fn filter_log(&self, filter: &str) -> Vec<portcullis_e2e::FilterLogLine> {
+        match self {
+            Demo::Proxy(p) => p.filter_log(filter),
+            Demo::Kong(k) => nginx_filter_log(&k.error_log(), filter),
+        }
+    }
+}
 
 /// What the upstream sees of a request header a filter removed: nothing on Envoy; on Kong's engine the header
 /// arrives empty (nginx forwards the lines ngx_wasm_module marks removed, so Portcullis blanks the value in
 /// place: filters/common/src/exchange.rs).
-fn removed(proxy: &Proxy) -> Option<&'static str> {
-    match proxy.host() {
-        HostKind::Envoy => None,
-        HostKind::KongEngine => Some(""),
-    }
+fn removed(gateway: &Demo) -> Option<&'static str> {
+    gateway.is_kong_engine().then_some("")
 }
 
-/// The gateway's own status when the upstream cannot be reached: Envoy 503, nginx 502.
-fn upstream_unreachable(proxy: &Proxy) -> u16 {
-    match proxy.host() {
-        HostKind::Envoy => 503,
-        HostKind::KongEngine => 502,
+/// The gateway's own status when the upstream cannot be reached: Envoy 503, nginx and Kong 502.
+fn upstream_unreachable(gateway: &Demo) -> u16 {
+    if gateway.is_kong_engine() {
+        502
+    } else {
+        503
     }
 }
 
@@ -73,9 +105,19 @@ fn steps() -> Vec<Step> {
                     ("x-internal-debug", removed(proxy)),
                     ("x-client-ip", Some("127.0.0.1")),
                     ("x-forwarded-route", Some("GET /orders")),
-                    ("via", Some("1.1 portcullis")),
                 ],
             )?;
+            let via = up.headers.iter().find(|(n, _)| n == "via").map(|(_, v)| v.as_str());
+            if let Demo::Kong(_) = proxy {
+                // Kong sets Via (and Host, X-Forwarded-*) with proxy_set_header from what it computed before the
+                // chain ran (kong/templates/nginx_kong.lua): a filter's value never reaches the upstream.
+                if !via.is_some_and(|v| v.starts_with("1.1 kong/")) {
+                    return Err(format!("upstream via: {via:?}, expected Kong's own"));
+                }
+                println!("    (Kong replaced the filter's `via: 1.1 portcullis` with its own: {})", via.unwrap_or(""));
+            } else if via != Some("1.1 portcullis") {
+                return Err(format!("upstream via: {via:?}, expected \"1.1 portcullis\""));
+            }
             expect_headers(
                 "client",
                 &responses[0].headers,
@@ -172,6 +214,15 @@ fn steps() -> Vec<Step> {
             }
             let breaker = |r: &Response| r.text().contains("circuit breaker is open");
             let failed = upstream_unreachable(proxy);
+            if let Demo::Kong(_) = proxy {
+                // Kong answers a failed upstream connection from its error handler (an internal redirect),
+                // whose response no filter sees: the breaker cannot count it (kong/README.md, known limits).
+                if responses.iter().any(|r| r.status != failed || breaker(r)) {
+                    return Err(format!("expected Kong's {failed} for every request"));
+                }
+                println!("    (Kong's own {failed}s are not seen by filters: the breaker counts only what an upstream answers)");
+                return Ok(());
+            }
             if let Some((i, r)) = responses.iter().take(3).enumerate().find(|(_, r)| r.status != failed || breaker(r)) {
                 return Err(format!("request {} should fail upstream with the gateway's {failed}, got {} {}", i + 1, r.status, r.text()));
             }
@@ -246,7 +297,13 @@ fn steps() -> Vec<Step> {
                     .header("x-canary", "true"),
             ]
         },
-        check: |_, _, seen, canary| {
+        check: |proxy, _, seen, canary| {
+            if let Demo::Kong(_) = proxy {
+                // Kong picks the route (and so the service) before the chain runs: the tag the canary filter
+                // sets cannot select the header-matched route, and a client's own tag does (kong/README.md).
+                println!("    (not shown on Kong: routes are chosen before filters; see kong/README.md, known limits)");
+                return Ok(());
+            }
             // The upstream tells which route the gateway picked after the filter set x-canary: `to_canary` goes
             // to the canary upstream, `to_stable` to the echo upstream (on Kong's engine: a map on x-canary that
             // nginx evaluates when it connects upstream, after the filter ran).
@@ -295,9 +352,10 @@ fn steps() -> Vec<Step> {
                 return Err(format!("no trace was started: {:?}", started.headers));
             }
             expect_headers("client", &responses[1].headers, &[("x-trace-id", Some(new_trace.as_str()))])?;
-            match proxy.envoy() {
-                Some(envoy) => envoy_request_count(envoy)?,
-                None => engine_request_count(proxy)?,
+            match proxy {
+                Demo::Proxy(Proxy::Envoy(envoy)) => envoy_request_count(envoy)?,
+                Demo::Proxy(engine) => engine_request_count(engine)?,
+                Demo::Kong(kong) => kong_request_count(kong)?,
             }
             // The access-log filter writes its line through the host's log: Envoy's output, nginx's error log.
             let mut line = None;
@@ -404,6 +462,32 @@ fn engine_request_count(proxy: &Proxy) -> Result<(), String> {
     Ok(())
 }
 
+/// The same count in a real Kong: its `prometheus` plugin (rendered into kong.yml because a route runs the
+/// metrics filter) exports the filter's series on the Admin API's `/metrics`, the route label being Kong's
+/// route id.
+fn kong_request_count(kong: &Kong) -> Result<(), String> {
+    let counted = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("pw_portcullis_metrics_portcullis_http_requests_total{")
+                    && l.contains(r#"method="GET",status_class="2xx"} 2"#)
+            })
+            .map(str::to_string)
+    };
+    let mut line = None;
+    for _ in 0..30 {
+        line = counted(&kong.admin("GET", "/metrics", None).text());
+        if line.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let line = line
+        .ok_or("no pw_portcullis_metrics_portcullis_http_requests_total{…} 2 on Kong's /metrics")?;
+    println!("    Kong's /metrics (prometheus plugin) excerpt:\n        {line}");
+    Ok(())
+}
+
 /// A GET signed as alice with `portcullis_hmac_auth::sign`: `@request-target`, `date` and a fresh nonce.
 fn demo_signed_request(addr: SocketAddr) -> Request {
     use portcullis_hmac_auth::{http_date, sign, Algorithm, SigningRequest};
@@ -473,14 +557,15 @@ fn show(label: &str, headers: &[(String, String)]) {
 /// the engine's nginx.conf, default `target/demo/nginx.conf`).
 struct Args {
     serve: bool,
-    host: HostKind,
+    /// `None`: a real Kong.
+    host: Option<HostKind>,
     config: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         serve: false,
-        host: HostKind::Envoy,
+        host: Some(HostKind::Envoy),
         config: None,
     };
     let mut it = std::env::args().skip(1);
@@ -488,9 +573,14 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--serve" => args.serve = true,
             "--host" => {
-                let name = it.next().ok_or("--host needs envoy or kong-engine")?;
-                args.host = HostKind::parse(&name)
-                    .ok_or(format!("--host {name:?}: envoy or kong-engine"))?;
+                let name = it.next().ok_or("--host needs envoy, kong-engine or kong")?;
+                args.host = match name.as_str() {
+                    "kong" => None,
+                    other => Some(
+                        HostKind::parse(other)
+                            .ok_or(format!("--host {name:?}: envoy, kong-engine or kong"))?,
+                    ),
+                };
             }
             "--config" => {
                 let file = it.next().ok_or("--config needs a file")?;
@@ -501,7 +591,7 @@ fn parse_args() -> Result<Args, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (--serve, --host envoy|kong-engine, --config FILE)"
+                    "unknown argument {other:?} (--serve, --host envoy|kong-engine|kong, --config FILE)"
                 ))
             }
         }
@@ -511,11 +601,27 @@ fn parse_args() -> Result<Args, String> {
 
 /// Starts the gateway of `host` on `config`, its logs in `dir`; prints where it is up.
 fn start_gateway(
-    host: HostKind,
+    host: Option<HostKind>,
     config: &std::path::Path,
     dir: &std::path::Path,
-) -> Result<Proxy, String> {
-    match host {
+) -> Result<Demo, String> {
+    let Some(host) = host else {
+        let text =
+            std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+        let declarative: serde_json::Value =
+            serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+        let kong = Kong::start(Store::Declarative(&declarative), &[])
+            .map_err(|e| format!("Kong did not start with {}: {e}", config.display()))?;
+        println!(
+            "Kong {} is up on http://{} (Admin API http://{}) with {}",
+            portcullis_e2e::kong::version(&portcullis_e2e::kong::binary()?),
+            kong.proxy,
+            kong.admin,
+            config.display()
+        );
+        return Ok(Demo::Kong(kong));
+    };
+    Ok(Demo::Proxy(match host {
         HostKind::Envoy => {
             let envoy = Envoy::start_file(config, dir, 1)
                 .map_err(|e| format!("Envoy did not start with {}: {e}", config.display()))?;
@@ -525,7 +631,7 @@ fn start_gateway(
                 envoy.admin,
                 config.display()
             );
-            Ok(Proxy::Envoy(envoy))
+            Proxy::Envoy(envoy)
         }
         HostKind::KongEngine => {
             let engine = KongEngine::start_file(config, dir).map_err(|e| {
@@ -541,9 +647,9 @@ fn start_gateway(
                 config.display(),
                 dir.display()
             );
-            Ok(Proxy::KongEngine(engine))
+            Proxy::KongEngine(engine)
         }
-    }
+    }))
 }
 
 fn main() -> ExitCode {
@@ -571,8 +677,9 @@ fn main() -> ExitCode {
     let dir = paths::scratch_dir("demo");
     let config = args.config.clone().unwrap_or_else(|| {
         paths::repo_root().join(match args.host {
-            HostKind::Envoy => "envoy/demo.yaml",
-            HostKind::KongEngine => "target/demo/nginx.conf",
+            Some(HostKind::Envoy) => "envoy/demo.yaml",
+            Some(HostKind::KongEngine) => "target/demo/nginx.conf",
+            None => "target/demo/kong/kong.yml",
         })
     });
     let mut gateway = match start_gateway(args.host, &config, &dir) {
@@ -653,7 +760,14 @@ fn main() -> ExitCode {
             std::thread::park();
         }
     }
-    if let Proxy::KongEngine(engine) = &mut gateway {
+    if let Demo::Kong(kong) = &gateway {
+        let failures = kong.chain_failures();
+        if !failures.is_empty() {
+            println!("Kong logged chain failures:\n  {}", failures.join("\n  "));
+            all_ok = false;
+        }
+    }
+    if let Demo::Proxy(Proxy::KongEngine(engine)) = &mut gateway {
         let fatal = engine.fatal_log_lines();
         if !fatal.is_empty() {
             println!(
@@ -667,7 +781,13 @@ fn main() -> ExitCode {
     drop(gateway);
     drop(upstream);
     drop(canary);
-    if all_ok {
+    if all_ok && args.host.is_none() {
+        println!(
+            "demo: every step passed; in Kong the canary is not shown and the breaker cannot count Kong's own 502s \
+             (kong/README.md, known limits)."
+        );
+        ExitCode::SUCCESS
+    } else if all_ok {
         println!("demo: every filter showed its effect.");
         ExitCode::SUCCESS
     } else {
