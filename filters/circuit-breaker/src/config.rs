@@ -75,6 +75,7 @@ pub struct CircuitBreakerConfig {
     pub state_header: Option<HeaderName>,
     /// Most breakers (distinct keys) kept in shared data; requests for keys beyond it pass unguarded.
     #[serde(default = "default_max_keys")]
+    #[schemars(range(min = 1, max = MAX_KEYS))]
     pub max_keys: u64,
     /// Most keys per worker that get their own state gauge (bounds metric cardinality for templated keys).
     #[serde(default = "default_max_state_gauges")]

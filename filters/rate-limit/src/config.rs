@@ -36,6 +36,7 @@ pub struct RateLimitConfig {
     /// Most shared-data records (one per limit and key value, all limits together). Memory is bounded by
     /// this whatever the traffic; a key whose slot holds another key's live record is a store error.
     #[serde(default = "default_max_keys")]
+    #[schemars(range(min = 1, max = MAX_MAX_KEYS))]
     pub max_keys: u64,
     /// What to do when the store fails (shared data refuses or has no free slot; with a `redis_http` store
     /// also when Redis is unreachable, slow or answers nonsense): `allow` the request (skipping that limit),
@@ -94,15 +95,18 @@ pub struct LimitConfig {
     pub algorithm: AlgorithmName,
     /// Token bucket: tokens added every `per`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_COUNT))]
     pub rate: Option<u64>,
     /// Token bucket: the period of `rate` (default "1s").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<DurationSpec>,
     /// Token bucket: most tokens held, i.e. the largest burst (default: `rate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_COUNT))]
     pub burst: Option<u64>,
     /// Windows: requests allowed per window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_COUNT))]
     pub requests: Option<u64>,
     /// Windows: the window length (fixed windows are aligned on multiples of it since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -211,9 +211,10 @@ fn fails_closed(t: &mut Tally, echo: &Upstream) {
     };
     let config = json!({"_format_version": "3.0", "services": [{"name": "echo", "url": format!("http://{}", echo.addr),
     "routes": [
-        route("rate-limit", "rate-limit", json!({"max_keys": 20_000_000, "limits": [{"name": "all", "key": "all", "rate": 1, "per": "1m"}]})),
+        // a cross-field rule only the parser checks: `requests` belongs to the window algorithms
+        route("rate-limit", "rate-limit", json!({"limits": [{"name": "all", "key": "all", "rate": 1, "per": "1m", "requests": 5}]})),
         route("bundle", "portcullis", json!({"chain": [{"policy": "rate-limit", "config":
-            {"max_keys": 20_000_000, "limits": [{"name": "all", "key": "all", "rate": 1, "per": "1m"}]}}]})),
+            {"limits": [{"name": "all", "key": "all", "rate": 1, "per": "1m", "requests": 5}]}}]})),
     ]}]});
     let kong = match Kong::start(Store::Declarative(&config), &[]) {
         Ok(k) => k,
