@@ -187,6 +187,7 @@ pub struct Ramp {
     /// How long the ramp takes, e.g. `"2h"`.
     pub duration: DurationSpec,
     /// Number of equal increases between `percentage` and `target` (1–1000).
+    #[schemars(range(min = 1, max = MAX_RAMP_STEPS))]
     pub steps: u32,
     /// Percentage reached at the end of the ramp (default 100).
     #[serde(default = "default_ramp_target")]

@@ -36,6 +36,7 @@ pub struct CircuitBreakerConfig {
     pub slow_call_threshold: Option<DurationSpec>,
     /// Open after this many failures in a row (0 disables this trip rule).
     #[serde(default = "default_consecutive_failures")]
+    #[schemars(range(min = 0, max = MAX_COUNT))]
     pub consecutive_failures: u32,
     /// When set (0 < ratio ≤ 1): open when, within `window`, at least `min_requests` completed and this
     /// share of them failed.
@@ -47,6 +48,7 @@ pub struct CircuitBreakerConfig {
     pub window: DurationSpec,
     /// Fewest completed requests in `window` before the failure ratio may trip the breaker.
     #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 1, max = MAX_COUNT))]
     pub min_requests: u32,
     /// How long the breaker stays open (rejecting) after a trip before it lets probes through.
     #[serde(default = "default_open_for")]
@@ -57,9 +59,11 @@ pub struct CircuitBreakerConfig {
     pub max_open_for: Option<DurationSpec>,
     /// Most concurrent probe requests admitted while half-open, across all workers.
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = MAX_COUNT))]
     pub half_open_requests: u32,
     /// Successful probes needed to close the breaker; any failed probe re-opens it.
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = MAX_COUNT))]
     pub success_to_close: u32,
     /// A probe that has not completed after this long frees its half-open slot (guards against lost probes).
     #[serde(default = "default_probe_timeout")]
@@ -79,6 +83,7 @@ pub struct CircuitBreakerConfig {
     pub max_keys: u64,
     /// Most keys per worker that get their own state gauge (bounds metric cardinality for templated keys).
     #[serde(default = "default_max_state_gauges")]
+    #[schemars(range(min = 0, max = MAX_STATE_GAUGES))]
     pub max_state_gauges: u32,
 }
 

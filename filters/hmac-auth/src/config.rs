@@ -69,6 +69,7 @@ pub struct HmacAuthConfig {
     /// Most nonces remembered at once (one shared-data key each). When no slot is free the request is
     /// refused with 503 (fail closed) instead of forgetting a live nonce.
     #[serde(default = "default_max_nonces")]
+    #[schemars(range(min = 1, max = MAX_MAX_NONCES))]
     pub max_nonces: u64,
 }
 
