@@ -16,20 +16,8 @@ use std::time::{Duration, Instant};
 
 /// The `kong` command: `PORTCULLIS_KONG`, else `kong` on `PATH`, checked with `kong version`.
 pub fn binary() -> Result<PathBuf, String> {
-    let (candidate, origin) = match std::env::var_os("PORTCULLIS_KONG") {
-        Some(p) => (PathBuf::from(p), "PORTCULLIS_KONG"),
-        None => {
-            let found = std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("kong"))
-                    .find(|p| p.is_file())
-            });
-            match found {
-                Some(p) => (p, "PATH"),
-                None => return Err("no Kong: set PORTCULLIS_KONG or put `kong` on PATH".into()),
-            }
-        }
-    };
+    let (candidate, origin) = crate::paths::env_or_path("PORTCULLIS_KONG", "kong")
+        .ok_or("no Kong: set PORTCULLIS_KONG or put `kong` on PATH")?;
     let out = Command::new(&candidate)
         .arg("version")
         .output()

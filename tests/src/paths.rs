@@ -31,23 +31,24 @@ pub fn envoy_binary() -> PathBuf {
     repo_root().join(".venv/bin/envoy")
 }
 
+/// The program named by environment variable `var`, else the first `program` on `PATH`; with where it was
+/// found (`var` or `PATH`).
+pub fn env_or_path(var: &str, program: &str) -> Option<(PathBuf, String)> {
+    if let Some(p) = std::env::var_os(var) {
+        return Some((PathBuf::from(p), var.to_string()));
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .map(|p| (p, "PATH".to_string()))
+}
+
 /// Kong's WebAssembly engine: `PORTCULLIS_KONG_NGINX`, else an `nginx` on `PATH` whose `nginx -V` lists
 /// ngx_wasm_module. The project never ships or builds it (see kong/README.md); `Err` says why none is usable.
 pub fn kong_engine_binary() -> Result<PathBuf, String> {
-    let (candidate, origin) = match std::env::var_os("PORTCULLIS_KONG_NGINX") {
-        Some(p) => (PathBuf::from(p), "PORTCULLIS_KONG_NGINX"),
-        None => {
-            let on_path = std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("nginx"))
-                    .find(|p| p.is_file())
-            });
-            match on_path {
-                Some(p) => (p, "PATH"),
-                None => return Err("no Kong wasm engine (set PORTCULLIS_KONG_NGINX)".into()),
-            }
-        }
-    };
+    let (candidate, origin) = env_or_path("PORTCULLIS_KONG_NGINX", "nginx")
+        .ok_or("no Kong wasm engine (set PORTCULLIS_KONG_NGINX)")?;
     let version = std::process::Command::new(&candidate)
         .arg("-V")
         .output()
