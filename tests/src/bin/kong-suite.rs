@@ -548,10 +548,13 @@ fn with_postgres(
     policy_file: &std::path::Path,
     echo_url: &str,
 ) {
-    // Kong rebuilds each worker's router in the background after an Admin API write (`worker_consistency =
-    // eventual`): a request can meet a worker without the new route (404). Strict makes every worker rebuild
-    // before it routes, so what a test sends right after a push sees the push.
-    let kong = match Kong::start(Store::Postgres(pg), &["worker_consistency = strict"]) {
+    // Each worker learns of an Admin API write on its own, after the write returns: right after a push one
+    // worker can route the new path while another answers 404 (seen with `worker_consistency = strict` too:
+    // [200, 404, 200]). One worker makes "the push took effect" one observable state.
+    let kong = match Kong::start(
+        Store::Postgres(pg),
+        &["worker_consistency = strict", "nginx_worker_processes = 1"],
+    ) {
         Ok(k) => k,
         Err(e) => return t.check("DB mode: kong migrations bootstrap and start", Err(e)),
     };
