@@ -197,6 +197,9 @@ fn main() -> ExitCode {
                 if let Some(v) = &args.kong_version {
                     loaded.policy.gateway.kong_version = v.clone();
                 }
+                for w in render::kong_route_warnings(&loaded.policy) {
+                    eprintln!("warning: {}: {w}", file.display());
+                }
                 let yml = render::to_yaml(
                     &render::kong(&loaded.policy),
                     &loaded,
@@ -301,6 +304,9 @@ fn main() -> ExitCode {
                 ),
                 timeout: Duration::from_secs(10),
             };
+            for w in render::kong_route_warnings(&loaded.policy) {
+                eprintln!("warning: {}: {w}", file.display());
+            }
             match push::push(&loaded.policy, &options) {
                 Ok(report) => {
                     if args.json {

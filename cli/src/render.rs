@@ -288,6 +288,45 @@ pub fn kong(p: &PolicyFile) -> Value {
     doc
 }
 
+/// Routes Kong would let a client choose: Kong matches the route before the chain runs, so a header match on
+/// the tag a canary filter sets (its `tag_header`, default `x-canary`) selects the route by the client's own
+/// header, never by the filter's (Envoy matches again after filters). One message per such route.
+pub fn kong_route_warnings(p: &PolicyFile) -> Vec<String> {
+    let canary = portcullis_canary::CanaryPolicy::NAME;
+    let tag_of = |config: &Value| {
+        config["tag_header"]
+            .as_str()
+            .unwrap_or("x-canary")
+            .to_ascii_lowercase()
+    };
+    let mut tags: Vec<String> = Vec::new();
+    for item in p.routes.iter().flat_map(|r| r.chain.iter()) {
+        if item.filter == canary {
+            tags.push(tag_of(&item.config_value()));
+        } else if item.filter == portcullis_bundle::BundlePolicy::NAME {
+            for step in item.config["chain"].as_array().into_iter().flatten() {
+                if step["policy"] == canary {
+                    tags.push(tag_of(&step["config"]));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, route) in p.routes.iter().enumerate() {
+        for name in route.matcher.headers.keys() {
+            if tags.contains(&name.to_ascii_lowercase()) {
+                out.push(format!(
+                    "routes[{i}] ({}): matches on `{name}`, the header a canary filter sets. Kong chooses the \
+                     route before filters run, so there a client picks this route by sending `{name}` itself; on \
+                     Kong route with the canary filter's `canary_target` instead (kong/README.md, known limits)",
+                    route.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Kong's `prometheus` plugin (global), which exports the filters' metrics on Kong's `/metrics` as
 /// `pw_<filter>_<metric>{labels}` (the labels through the metrics filter's meta.json `label_patterns`), when a
 /// chain runs the metrics policy. Kong 3.10 exports them only with `wasm_metrics: true` (Kong commit
@@ -697,6 +736,25 @@ mod tests {
             assert_eq!(bootstrap(chain)["stats_config"], documented, "{chain}");
         }
         assert_eq!(documented["stats_tags"][0]["regex"], "(;route=([^;]*))");
+    }
+
+    #[test]
+    fn kong_warns_of_header_routes_that_a_canary_tag_should_select() {
+        let demo = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy/demo.portcullis.yaml"),
+        )
+        .expect("demo policy");
+        let loaded = crate::policy::load_str("demo.portcullis.yaml", &demo, &|_| None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let warnings = kong_route_warnings(&loaded.policy);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("(to_canary): matches on `x-canary`"),
+            "{warnings:?}"
+        );
+        let plain = crate::policy::load_str("p.yaml", ENGINE_POLICY, &|_| None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(kong_route_warnings(&plain.policy).is_empty());
     }
 
     #[test]
